@@ -1,0 +1,1 @@
+"""TrackStar training-data attribution engine and Dagster pipeline."""

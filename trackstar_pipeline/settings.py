@@ -1,0 +1,206 @@
+"""One typed configuration for the whole pipeline.
+
+Every knob a user can turn lives here, with a default that runs end to end on a laptop CPU.
+`load_settings` reads a YAML or JSON file whose keys mirror these dataclasses; unknown keys are an
+error (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+OverlengthPolicy = Literal["truncate", "reject"]
+BadRecordPolicy = Literal["reject", "skip"]
+OptimizerCorrection = Literal["factored", "exact", "none"]
+ProjectionKind = Literal["rademacher", "gaussian"]
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """How gradients are taken, corrected, projected and compared (the TrackStar formula)."""
+
+    projection_dim: int = 4096
+    """Total projected dimension d, split across hooked modules; 0 keeps exact full gradients."""
+    projection_seed: int = 0
+    projection_kind: ProjectionKind = "rademacher"
+    target_modules: tuple[str, ...] = ("*",)
+    """fnmatch globs over module names; a Linear (or GPT-2 Conv1D) is hooked when one matches."""
+    include_embedding: bool = False
+    include_lm_head: bool = False
+    optimizer_correction: OptimizerCorrection = "factored"
+    """factored: Adafactor-style row/column 1/sqrt(V) folded into the projection; exact: elementwise."""
+    optimizer_epsilon: float = 1e-30
+    """Added to V before the square root, as Adafactor adds eps1 to grad**2."""
+    curvature: bool = True
+    lambda_mix: Union[float, Literal["auto"]] = 0.99
+    """R = lambda * R_eval + (1 - lambda) * R_train; 'auto' picks it from the eigenvalue curves."""
+    lambda_auto_component: int = 1000
+    damping: float = 1e-3
+    """Relative damping: R + damping * mean(eigenvalue) * I before the inverse square root."""
+    curvature_train_samples: int = 2000
+    """Training examples sampled for R_train (all when the corpus is smaller)."""
+    unit_normalize: bool = True
+    batch_size: int = 16
+    max_length: int | None = None
+    """Token limit per example; None means the model's context length."""
+    overlength: OverlengthPolicy = "truncate"
+    device: str = "auto"
+    """auto picks cuda when present; cpu and cuda[:n] force a device."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the corpus and queries come from, and how they are split into shards."""
+
+    corpus_uri: str | None = None
+    """JSONL or Parquet in the canonical schema; None generates the embedded fact world."""
+    queries_uri: str | None = None
+    world: Literal["embedded", "wikidata"] = "embedded"
+    wikidata_path: str | None = None
+    """Folder with the S-TEST/LAMA files (P*.jsonl, relations.jsonl) for world='wikidata'."""
+    world_seed: int = 0
+    n_corpus: int = 5000
+    n_queries: int = 500
+    bad_records: BadRecordPolicy = "reject"
+    shard_size: int = 1000
+    """Corpus rows per shard; shard membership is a stable hash of the example id."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The small Llama-style model pretrained when the user brings none."""
+
+    model_uri: str | None = None
+    """A save_pretrained directory (local or s3://); None pretrains one on the corpus."""
+    optimizer_state_uri: str | None = None
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4
+    vocab_size: int = 4096
+    max_length: int = 64
+    optimizer: Literal["adafactor", "adamw"] = "adafactor"
+    learning_rate: float = 3e-3
+    epochs: int = 12
+    batch_size: int = 32
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What the evaluation report measures."""
+
+    top_k: int = 100
+    """Proponents kept per query and method."""
+    tailpatch_k: tuple[int, ...] = (1, 3, 10)
+    max_eval_queries: int = 200
+    """Queries used for the costly parts (tail-patch, ablation sweep); all when fewer."""
+    projection_dim_sweep: tuple[int, ...] = (256, 1024, 4096)
+    embed_layer: int = -1
+    closed_set_bm25: int = 100
+    closed_set_same_completion: int = 100
+    closed_set_random: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """One URI for everything the pipeline writes; S3 credentials come from here or the env."""
+
+    uri: str = "file://./.trackstar"
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    attribution: AttributionSettings = field(default_factory=AttributionSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+
+class SettingsError(ValueError):
+    """A configuration file or override names an unknown key or a value of the wrong type."""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = get_origin(annotation)
+    if is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return build_dataclass(annotation, value, where)
+    if origin is Literal:
+        if value not in get_args(annotation):
+            raise SettingsError(f"{where}: {value!r} is not one of {list(get_args(annotation))}")
+        return value
+    if origin is Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in get_args(annotation):
+            return None
+        errors = []
+        for option in get_args(annotation):
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except SettingsError as error:
+                errors.append(str(error))
+        raise SettingsError("; ".join(errors))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        item_type = get_args(annotation)[0]
+        return tuple(_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is type(None):
+        if value is not None:
+            raise SettingsError(f"{where}: expected null, got {value!r}")
+        return None
+    if isinstance(annotation, type):
+        if annotation is int and isinstance(value, bool):
+            raise SettingsError(f"{where}: expected int, got {value!r}")
+        if not isinstance(value, annotation):
+            raise SettingsError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str = "settings") -> Any:
+    """Build a settings dataclass from plain data, rejecting unknown keys and wrong types."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SettingsError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineSettings:
+    """Read settings from a YAML/JSON file (or defaults), then apply dotted overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: the top level must be a mapping of sections")
+        values = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        values.setdefault(section, {})[key] = value
+    return build_dataclass(PipelineSettings, values, where=str(path or "settings"))
+
+
+def settings_to_dict(settings: Any) -> dict[str, Any]:
+    """Plain-data form for reports and Dagster metadata (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
