@@ -1,0 +1,49 @@
+"""The `trackstar` command maps its flags onto the typed settings and reports bad input cleanly."""
+
+import pytest
+
+from trackstar_pipeline import cli
+
+
+def test_score_flags_become_attribution_settings() -> None:
+    args = cli.build_parser().parse_args(
+        ["score", "--model", "m", "--corpus", "c", "--queries", "q", "--top-k", "5", "--output", "o",
+         "--projection-dim", "0", "--no-curvature", "--lambda", "auto"]
+    )
+    settings = cli._settings(args)
+    assert settings.attribution.projection_dim == 0
+    assert settings.attribution.curvature is False
+    assert settings.attribution.lambda_mix == "auto"
+    assert args.top_k == 5
+
+
+def test_flags_not_given_keep_defaults() -> None:
+    args = cli.build_parser().parse_args(["query", "--prompt", "p", "--completion", " c"])
+    settings = cli._settings(args)
+    assert settings.attribution.curvature is True
+    assert settings.attribution.projection_dim == 4096
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "sometimes"])
+def test_lambda_outside_range_is_rejected(value, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(
+            ["score", "--model", "m", "--corpus", "c", "--queries", "q", "--top-k", "1", "--output", "o",
+             "--lambda", value]
+        )
+    assert exit_info.value.code == 2
+    assert "--lambda" in capsys.readouterr().err
+
+
+def test_missing_model_dir_is_one_readable_line(tmp_path, capsys) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "text": "hello"}\n')
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"id": "q", "prompt": "say", "completion": " hello"}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["score", "--model", str(tmp_path / "no-model"), "--corpus", str(corpus),
+                  "--queries", str(queries), "--top-k", "1", "--output", str(tmp_path / "out.jsonl")])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("trackstar: error:") and "no-model" in error
+    assert "Traceback" not in error
