@@ -1,0 +1,66 @@
+"""Scorers: BM25 ranks the fact-stating passage first; matrix, random and fusion rank by the rules."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
+from trackstar_pipeline.evaluation.scorers import FusionScorer, VectorScorer, matrix_scorer, random_scorer
+
+CORPUS_IDS = ["c0", "c1", "c2", "c3"]
+CORPUS_TEXTS = ["Alice Smith lives in Paris.", "Bob Jones lives in Rome.", "The cat sat on a mat.",
+                "Alice Smith plays the violin."]
+
+
+def test_bm25_finds_the_passage_stating_the_fact_and_scores_candidates_consistently():
+    scorer = bm25_scorer(CORPUS_IDS, CORPUS_TEXTS, ["q0", "q1"],
+                         query_texts(["Alice Smith lives in", "the a of"], [" Paris", " on"]))
+    top = scorer.top_k(2)
+    assert top["q0"][0][0] == "c0" and top["q0"][1][0] == "c3"
+    assert top["q0"][0][1] > top["q0"][1][1] > 0
+    # stopword-only query: all zeros, ties in corpus order
+    assert [score for _, score in scorer.top_k(4)["q1"]] == [0.0] * 4
+    assert [corpus_id for corpus_id, _ in scorer.top_k(4)["q1"]] == CORPUS_IDS
+    candidate_scores = scorer.score_candidates("q0", ["c3", "c0"])
+    assert candidate_scores[1] == pytest.approx(top["q0"][0][1])
+    with pytest.raises(KeyError, match="not a corpus id"):
+        scorer.score_candidates("q0", ["nope"])
+
+
+def test_matrix_top_k_is_descending_with_stable_ties():
+    scores = np.array([[0.1, 0.5, 0.5, 0.9], [1.0, 0.0, 0.0, 0.0]])
+    scorer = matrix_scorer(["q0", "q1"], CORPUS_IDS, scores)
+    assert scorer.top_k(3)["q0"] == [("c3", 0.9), ("c1", 0.5), ("c2", 0.5)]
+    assert scorer.top_k(10)["q1"][0] == ("c0", 1.0) and len(scorer.top_k(10)["q1"]) == 4
+    with pytest.raises(ValueError, match="expected \\(2 queries, 3 corpus rows\\)"):
+        matrix_scorer(["q0", "q1"], CORPUS_IDS[:3], scores)
+
+
+def test_random_scores_depend_on_seed_and_query_id_only():
+    a = random_scorer(["q0", "q1"], CORPUS_IDS, seed=3)
+    b = random_scorer(["q1"], CORPUS_IDS, seed=3)
+    assert np.array_equal(a.row("q1"), b.row("q1"))
+    assert not np.array_equal(a.row("q0"), a.row("q1"))
+    assert not np.array_equal(random_scorer(["q1"], CORPUS_IDS, seed=4).row("q1"), b.row("q1"))
+
+
+def test_vector_scorer_candidates_are_dot_products():
+    queries = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    corpus = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [-1.0, 3.0]])
+    scorer = VectorScorer(["q0", "q1"], queries, CORPUS_IDS, corpus)
+    assert scorer.score_candidates("q1", ["c3", "c0"]).tolist() == [6.0, 2.0]
+    with pytest.raises(ValueError, match="4 corpus vectors for 3 ids"):
+        VectorScorer(["q0", "q1"], queries, CORPUS_IDS[:3], corpus)
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    first = matrix_scorer(["q"], CORPUS_IDS, np.array([[4.0, 3.0, 2.0, 1.0]]))   # ranks c0 c1 c2 c3
+    second = matrix_scorer(["q"], CORPUS_IDS, np.array([[1.0, 2.0, 4.0, 3.0]]))  # ranks c2 c3 c1 c0
+    fused = FusionScorer([first, second], rrf_k=0)
+    expected = {"c0": 1 + 1 / 4, "c1": 1 / 2 + 1 / 3, "c2": 1 / 3 + 1, "c3": 1 / 4 + 1 / 2}
+    top = fused.top_k(4)["q"]
+    assert [corpus_id for corpus_id, _ in top] == ["c2", "c0", "c1", "c3"]
+    assert dict(top) == pytest.approx(expected)
+    # closed set: ranks are recomputed within the candidates
+    assert fused.score_candidates("q", ["c1", "c3"]).tolist() == pytest.approx([1 + 1 / 2, 1 / 2 + 1])
