@@ -1,0 +1,125 @@
+"""The LanceDB gradient table (one merge_insert commit per shard), its ANN index, and the re-optimize schedule."""
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AutomationCondition,
+    DefaultScheduleStatus,
+    MaterializeResult,
+    MetadataValue,
+    ScheduleDefinition,
+    asset,
+    define_asset_job,
+)
+
+from trackstar_pipeline.assets import layout
+from trackstar_pipeline.assets.loading import load_inverse_sqrt
+from trackstar_pipeline.assets.partitions import corpus_shards_partitions
+from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, VectorStore
+from trackstar_pipeline.resources.vector_store import gradient_table_schema
+
+ANN_MIN_ROWS = 1024
+"""Below this many rows an ANN index buys nothing: queries use exact search."""
+
+
+def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray) -> pa.Table:
+    """Arrow rows for one shard; vectors (N, d) are stored as float16."""
+    dim = vectors.shape[1]
+    flat = pa.array(vectors.astype(np.float16).ravel(), type=pa.float16())  # (N * d,)
+    return pa.table({
+        "example_id": pa.array(ids, pa.string()),
+        "shard": pa.array([shard] * len(ids), pa.string()),
+        "text": pa.array(texts, pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+    }, schema=gradient_table_schema(dim))
+
+
+def duplicate_ids(table) -> list[str]:
+    """example_ids that occur more than once in the whole table."""
+    ids = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
+    counts = pc.value_counts(ids)
+    return [str(item["values"]) for item in counts.to_pylist() if item["counts"] > 1]
+
+
+@asset(
+    group_name="index",
+    kinds={"lancedb"},
+    partitions_def=corpus_shards_partitions,
+    deps=["projected_gradients", "curvature_inverse_sqrt", "corpus_shards"],
+    pool="lancedb",
+    automation_condition=AutomationCondition.eager(),
+    check_specs=[
+        AssetCheckSpec("no_duplicate_example_ids", asset="gradient_table", description="every example_id occurs once in the table"),
+        AssetCheckSpec("rows_match_shard", asset="gradient_table", description="the table holds exactly the shard's examples"),
+        AssetCheckSpec("norms_finite", asset="gradient_table", description="every stored vector has a finite norm"),
+    ],
+)
+def gradient_table(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
+                   vector_store: VectorStore) -> MaterializeResult:
+    """Writes R^{-1/2} g, unit-normalized, for one shard with a single merge_insert commit (replaces the shard's rows)."""
+    from trackstar_pipeline.attribution.scoring import prepare_vectors
+
+    settings, store, shard = pipeline.settings, object_store.store, context.partition_key
+    ids, gradients = layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (N, d)
+    texts = dict(layout.get_parquet(store, layout.tokenized_shard_key(shard)).select("example_id", "text").iter_rows())
+    inverse = load_inverse_sqrt(store, object_store.storage_settings())
+    vectors = prepare_vectors(torch.from_numpy(gradients), inverse, settings.attribution.unit_normalize).numpy()  # (N, d)
+    rows = table_rows(ids, shard, [texts[i] for i in ids], vectors)
+    stored = np.asarray(rows["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(len(ids), -1)  # (N, d)
+    norms = np.linalg.norm(stored, axis=1)
+    table = vector_store.open_or_create_table(rows.schema)
+    result = (table.merge_insert("example_id").when_matched_update_all().when_not_matched_insert_all()
+              .when_not_matched_by_source_delete(f"shard = '{shard}'").execute(rows))
+    shard_rows, duplicates = table.count_rows(f"shard = '{shard}'"), duplicate_ids(table)
+    summary = layout.norm_summary(norms)
+    return MaterializeResult(
+        metadata={
+            "uri": vector_store.uri, "table": vector_store.table_name, "table_version": int(table.version),
+            "rows": shard_rows, "table_rows": table.count_rows(), "inserted": result.num_inserted_rows,
+            "updated": result.num_updated_rows, "deleted": result.num_deleted_rows, "dim": int(vectors.shape[1]),
+            "norms": MetadataValue.json(summary),
+        },
+        check_results=[
+            AssetCheckResult(check_name="no_duplicate_example_ids", passed=not duplicates,
+                             metadata={"duplicates": len(duplicates), "examples": MetadataValue.json(duplicates[:10])}),
+            AssetCheckResult(check_name="rows_match_shard", passed=shard_rows == len(ids),
+                             metadata={"table_rows_for_shard": shard_rows, "shard_size": len(ids)}),
+            AssetCheckResult(check_name="norms_finite", passed=summary["non_finite"] == 0, metadata=summary),
+        ],
+    )
+
+
+@asset(group_name="index", kinds={"lancedb"}, deps=["gradient_table"], pool="lancedb")
+def gradient_index(context: AssetExecutionContext, vector_store: VectorStore) -> MaterializeResult:
+    """An IVF index for dot-product search (when the table is big enough), then compaction and cleanup."""
+    from lancedb.index import IvfFlat, IvfPq
+
+    table = vector_store.open_table()
+    rows, dim = table.count_rows(), table.schema.field("vector").type.list_size
+    index = "none (exact search)"
+    if rows >= ANN_MIN_ROWS:
+        partitions = max(1, int(math.sqrt(rows)))
+        if rows >= 64 * ANN_MIN_ROWS and dim % 16 == 0:
+            table.create_index("vector", config=IvfPq(distance_type="dot", num_partitions=partitions, num_sub_vectors=dim // 16), replace=True)
+            index = f"IVF_PQ ({partitions} partitions, {dim // 16} sub-vectors)"
+        else:
+            table.create_index("vector", config=IvfFlat(distance_type="dot", num_partitions=partitions), replace=True)
+            index = f"IVF_FLAT ({partitions} partitions)"
+    table.optimize(cleanup_older_than=timedelta(days=7))
+    return MaterializeResult(metadata={"uri": vector_store.uri, "rows": rows, "dim": dim, "index": index,
+                                       "table_version": int(table.version)})
+
+
+reoptimize_index_job = define_asset_job("reoptimize_gradient_index", selection=["gradient_index"])
+reoptimize_index_schedule = ScheduleDefinition(
+    job=reoptimize_index_job, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.STOPPED,
+    description="Nightly: rebuild the ANN index over rows added since, compact fragments, drop old versions.",
+)

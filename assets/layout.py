@@ -1,0 +1,105 @@
+"""Where each asset keeps its objects in the store (one place, so assets and `trackstar query` agree)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trackstar_pipeline.storage import ObjectStore
+
+CORPUS_SOURCE = "corpus/source/corpus.parquet"
+SHARD_SOURCES = "corpus/sources/"          # one canonical-schema Parquet per shard; the sensor watches it
+QUERIES = "queries/queries.parquet"
+MODEL_DIR = "model/checkpoint"
+OPTIMIZER_STATE = "model/optimizer_state"  # + the source file's suffix (.pt or .safetensors)
+MODEL_MANIFEST = "model/manifest.json"
+QUERY_GRADIENTS = "gradients/queries"
+R_TRAIN = "curvature/r_train.safetensors"
+R_EVAL = "curvature/r_eval.safetensors"
+INVERSE_SQRT = "curvature/inverse_sqrt.safetensors"
+CURVATURE_MANIFEST = "curvature/manifest.json"
+PROPONENTS = "proponents/trackstar.parquet"
+BM25_PROPONENTS = "proponents/bm25.parquet"
+REPORTS = "reports"
+
+
+def shard_source_key(shard: str) -> str:
+    return f"{SHARD_SOURCES}{shard}.parquet"
+
+
+def shard_key_of(source_key: str) -> str | None:
+    """The partition key a landing-zone object stands for (None for anything else)."""
+    name = source_key[len(SHARD_SOURCES) :] if source_key.startswith(SHARD_SOURCES) else ""
+    return name[: -len(".parquet")] if name.endswith(".parquet") and "/" not in name else None
+
+
+def tokenized_shard_key(shard: str) -> str:
+    return f"corpus/tokenized/{shard}.parquet"
+
+
+def train_gradients_prefix(shard: str) -> str:
+    return f"gradients/train/{shard}"
+
+
+def put_parquet(store: ObjectStore, key: str, frame: pl.DataFrame) -> tuple[str, int]:
+    """Write a frame as one Parquet object; returns (uri, bytes)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    data = buffer.getvalue()
+    return store.put_bytes(key, data), len(data)
+
+
+def get_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(store.get_bytes(key)))
+
+
+def put_json(store: ObjectStore, key: str, value: Any) -> str:
+    return store.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode())
+
+
+def get_json(store: ObjectStore, key: str) -> Any:
+    return json.loads(store.get_bytes(key))
+
+
+def put_vectors(store: ObjectStore, prefix: str, ids: list[str], vectors: np.ndarray, extra: dict[str, Any]) -> tuple[str, int]:
+    """Vectors as `<prefix>/vectors.npy` plus a JSON manifest with ids, shape and norms; returns (uri, bytes)."""
+    if vectors.shape[0] != len(ids):
+        raise ValueError(f"{prefix}: {vectors.shape[0]} vectors for {len(ids)} example ids")
+    buffer = io.BytesIO()
+    np.save(buffer, vectors, allow_pickle=False)
+    data = buffer.getvalue()
+    uri = store.put_bytes(f"{prefix}/vectors.npy", data)
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1) if len(ids) else np.zeros(0)
+    manifest = {
+        "rows": len(ids),
+        "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+        "dtype": str(vectors.dtype),
+        "example_ids": ids,
+        "norms": norm_summary(norms),
+        **extra,
+    }
+    put_json(store, f"{prefix}/manifest.json", manifest)
+    return uri, len(data)
+
+
+def get_vectors(store: ObjectStore, prefix: str) -> tuple[list[str], np.ndarray]:
+    manifest = get_json(store, f"{prefix}/manifest.json")
+    vectors = np.load(io.BytesIO(store.get_bytes(f"{prefix}/vectors.npy")), allow_pickle=False)
+    return list(manifest["example_ids"]), vectors
+
+
+def norm_summary(norms: np.ndarray) -> dict[str, float]:
+    """min/mean/max of a norm vector plus how many are not finite (what a reviewer checks first)."""
+    if norms.size == 0:
+        return {"min": 0.0, "mean": 0.0, "max": 0.0, "non_finite": 0}
+    finite = norms[np.isfinite(norms)]
+    return {
+        "min": float(finite.min()) if finite.size else float("nan"),
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "max": float(finite.max()) if finite.size else float("nan"),
+        "non_finite": int(norms.size - finite.size),
+    }

@@ -1,0 +1,119 @@
+"""Reading what earlier assets wrote: the corpus and queries, the checkpoint, the optimizer state."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from trackstar_pipeline.assets import layout
+from trackstar_pipeline.settings import DataSettings, StorageSettings
+from trackstar_pipeline.storage import ObjectStore, materialize_local
+
+
+def load_sources(data: DataSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(corpus, queries) from the configured URIs, or the seeded fact world when none is given."""
+    from trackstar_pipeline.data import records, world
+
+    if data.corpus_uri is None or data.queries_uri is None:
+        if data.world == "wikidata":
+            if not data.wikidata_path:
+                raise ValueError("data.world='wikidata' needs data.wikidata_path (the S-TEST/LAMA folder)")
+            corpus, queries = world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed)
+        else:
+            corpus, queries = world.generate_fact_world(data.n_corpus, data.n_queries, data.world_seed)
+    if data.corpus_uri is not None:
+        corpus = records.load_corpus(data.corpus_uri, on_bad_record=data.bad_records).frame
+    if data.queries_uri is not None:
+        queries = records.load_queries(data.queries_uri, on_bad_record=data.bad_records).frame
+    return corpus, queries
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def split_into_shards(corpus: pl.DataFrame, shard_size: int) -> dict[str, pl.DataFrame]:
+    """Stable assignment (DATA's hash of the example id) into ceil(N / shard_size) shards."""
+    from trackstar_pipeline.data.shards import shard_of
+
+    if shard_size <= 0:
+        raise ValueError(f"data.shard_size={shard_size}; it must be a positive number of rows")
+    n_shards = max(1, math.ceil(corpus.height / shard_size))
+    assigned = corpus.with_columns(
+        pl.Series("shard", [shard_name(shard_of(i, n_shards)) for i in corpus["id"].to_list()], dtype=pl.String)
+    )
+    return {str(key[0]): part.drop("shard") for key, part in sorted(assigned.partition_by("shard", as_dict=True).items())}
+
+
+def local_model_dir(store: ObjectStore, storage: StorageSettings) -> Path:
+    """The stored checkpoint as a local folder (the folder itself for file://, a cache copy for s3://)."""
+    return materialize_local(store.uri_for(layout.MODEL_DIR), storage)
+
+
+def load_checkpoint(store: ObjectStore, storage: StorageSettings, device: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of the materialized model_checkpoint, in eval mode."""
+    from trackstar_pipeline.models import load_model
+
+    model, tokenizer = load_model(str(local_model_dir(store, storage)), device=device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_optimizer_moments(store: ObjectStore, storage: StorageSettings, model: Any) -> Any:
+    """The optimizer's second moments for the stored checkpoint, or None when none was given."""
+    from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+
+    manifest = layout.get_json(store, layout.MODEL_MANIFEST)
+    key = manifest.get("optimizer_state_key")
+    if not key:
+        return None
+    return load_second_moments(materialize_local(store.uri_for(key), storage), model)
+
+
+def context_length(model: Any, configured: int | None) -> int:
+    """The token limit per example: the configured one, else the model's context length."""
+    if configured is not None:
+        return configured
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(model.config, name, None)
+        if value:
+            return int(value)
+    raise ValueError("the model config names no context length; set attribution.max_length")
+
+
+def tree_digest(directory: Path) -> str:
+    """A content hash of every file under a folder (the checkpoint's data version)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_curvature_file(store: ObjectStore, storage: StorageSettings, key: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a stored curvature safetensors file."""
+    from trackstar_pipeline.attribution.curvature import load_curvature
+
+    return load_curvature(materialize_local(store.uri_for(key), storage))
+
+
+def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
+    """The stored R^{-1/2} (d, d), or None when the pipeline runs without curvature."""
+    if not layout.get_json(store, layout.CURVATURE_MANIFEST).get("enabled", False):
+        return None
+    tensors, _ = load_curvature_file(store, storage, layout.INVERSE_SQRT)
+    return tensors["inverse_sqrt"]

@@ -1,0 +1,130 @@
+"""Hook-projected per-example gradients against the slow exact reference (one backward per example)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from attribution_helpers import (adafactor, adamw, exact_gradients, make_tokenizer, query_examples, relative_error,
+                                 tiny_gpt2, tiny_llama, tiny_neox, train_steps)
+from trackstar_pipeline.attribution.gradients import build_plans, collect_gradients, gradient_dim, hooked_modules
+from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+from trackstar_pipeline.settings import AttributionSettings
+
+FAMILIES = {"llama": (tiny_llama, True), "gpt2": (tiny_gpt2, False), "neox": (tiny_neox, False)}
+
+
+def _reference_v(state_dict: dict, model, spec) -> torch.Tensor:
+    """V of a hooked weight straight from the raw optimizer state, in module (out, in) layout."""
+    index = [id(p) for p in model.parameters()].index(id(spec.module.weight))
+    state = state_dict["state"][index]
+    if "exp_avg_sq_row" in state:  # transformers Adafactor: V = row col^T / mean(row)
+        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+        v = row[:, None] * col[None, :] / row.mean()
+    else:  # AdamW with bias correction
+        beta2 = state_dict["param_groups"][0]["betas"][1]
+        v = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+    return v.T if spec.transposed else v
+
+
+def _projected_reference(model, examples, settings, state_dict=None) -> torch.Tensor:
+    specs = hooked_modules(model, settings)
+    plans = build_plans(specs, settings, None, torch.device("cpu"))  # unfolded P
+    rows = []
+    for grads in exact_gradients(model, examples, specs):
+        parts = []
+        for plan, spec, grad in zip(plans, specs, grads):
+            if state_dict is not None:
+                grad = grad / (_reference_v(state_dict, model, spec) + settings.optimizer_epsilon).sqrt()
+            parts.append(grad.flatten() if plan.projector is None else plan.projector.project_full(grad[None])[0])
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)  # (N, d)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("optimizer", ["adafactor", "adamw", None])
+def test_projected_hooks_equal_projection_of_exact_corrected_gradients(family, optimizer, tmp_path):
+    build, with_bos = FAMILIES[family]
+    tokenizer = make_tokenizer(with_bos)
+    model = build(len(tokenizer))
+    settings = AttributionSettings(projection_dim=1000, batch_size=3,  # 5 mixed lengths: padded batches
+                                   optimizer_correction="factored" if optimizer == "adafactor" else "exact")
+    moments = state_dict = None
+    if optimizer is not None:
+        opt = adafactor(model) if optimizer == "adafactor" else adamw(model)
+        train_steps(model, tokenizer, opt)  # a real state, saved as the HF Trainer does
+        torch.save(opt.state_dict(), tmp_path / "optimizer.pt")
+        state_dict = torch.load(tmp_path / "optimizer.pt", weights_only=True)
+        moments = load_second_moments(tmp_path / "optimizer.pt", model)
+    examples = query_examples(tokenizer)
+    got = collect_gradients(model, examples, settings, moments)
+    expected = _projected_reference(model, examples, settings, state_dict)
+    assert got.shape == (len(examples), 1000)
+    assert relative_error(got, expected) < 1e-4
+    assert all(p.requires_grad for p in model.parameters())  # restored
+
+
+@pytest.mark.parametrize("family", ["llama", "neox"])
+def test_embedding_and_lm_head_hooks(family):
+    build, with_bos = FAMILIES[family]
+    tokenizer = make_tokenizer(with_bos)
+    model = build(len(tokenizer))
+    examples = query_examples(tokenizer)
+    for dim in (0, 777):
+        settings = AttributionSettings(projection_dim=dim, include_embedding=True, include_lm_head=True, batch_size=2)
+        names = [spec.name for spec in hooked_modules(model, settings)]
+        assert names[0].endswith(("embed_tokens", "embed_in")) and names[-1] in ("lm_head", "embed_out")
+        got = collect_gradients(model, examples, settings)
+        assert got.shape == (len(examples), gradient_dim(model, settings))
+        assert relative_error(got, _projected_reference(model, examples, settings)) < 1e-4
+
+
+def test_target_module_globs_select_modules():
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer))
+    settings = AttributionSettings(target_modules=("*.mlp.*",))
+    names = [spec.name for spec in hooked_modules(model, settings)]
+    assert names and all(".mlp." in name for name in names) and len(names) == 6
+    with pytest.raises(ValueError, match="target_modules"):
+        hooked_modules(model, AttributionSettings(target_modules=("nothing*",)))
+
+
+def test_projection_is_unbiased_in_norm():
+    """E||P g||^2 = ||g||^2: averaged over seeds the squared norm ratio is close to 1."""
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer))
+    examples = query_examples(tokenizer)[:2]
+    exact = collect_gradients(model, examples, AttributionSettings(projection_dim=0))
+    ratios = [collect_gradients(model, examples, AttributionSettings(projection_dim=2048, projection_seed=seed))
+              .norm(dim=1).square() / exact.norm(dim=1).square() for seed in range(12)]
+    assert abs(float(torch.stack(ratios).mean()) - 1.0) < 0.1
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trackstar_pipeline.attribution.examples import TokenizedExample
+    from trackstar_pipeline.attribution.gradients import collect_gradients
+    from trackstar_pipeline.settings import AttributionSettings
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32))
+    examples = [TokenizedExample("a", tuple(range(1, 12)), 4), TokenizedExample("b", (5, 6, 7, 8), 1)]
+    settings = AttributionSettings(projection_dim=512, projection_seed=7, projection_kind=sys.argv[2])
+    torch.save(collect_gradients(model, examples, settings), sys.argv[1])
+""")
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
+def test_two_processes_with_the_same_seed_give_identical_vectors(kind, tmp_path):
+    outputs = []
+    for run in range(2):
+        path = tmp_path / f"{run}.pt"
+        subprocess.run([sys.executable, "-c", SCRIPT, str(path), kind], check=True, capture_output=True)
+        outputs.append(torch.load(path))
+    assert outputs[0].shape == (2, 512) and outputs[0].abs().sum() > 0
+    assert torch.equal(outputs[0], outputs[1])

@@ -1,0 +1,271 @@
+"""Per-example loss gradients of a causal LM, optimizer-corrected and projected, via hooks.
+
+One forward and one backward per batch. Parameters are frozen for the duration (requires_grad off)
+and the input embedding's output is made to require grad, so backward computes activation
+gradients only, never weight gradients. A forward hook on each hooked module projects its input
+activations (B, T, in) -> (B, T, k_in); a tensor hook on its output projects the output gradients
+(B, T, out) -> (B, T, k_out) and forms the per-example outer product (B, k_out, k_in). Since the
+loss is a sum of per-example losses, each example's gradient separates.
+
+Covered: weights of nn.Linear and transformers' GPT-2 Conv1D (weight stored in x out) whose names
+match settings.target_modules, the output head when include_lm_head, the input embedding when
+include_embedding. Not covered: biases, norms and position embeddings.
+
+Vectors of projection_dim == 0 are exact flattened gradients in module (out, in) layout (a Conv1D or
+embedding weight is transposed relative to its stored parameter).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trackstar_pipeline.attribution.examples import TokenizedExample
+from trackstar_pipeline.attribution.optimizer_state import SecondMoments, module_dense, module_factors
+from trackstar_pipeline.attribution.projection import ModuleProjector, split_dim
+from trackstar_pipeline.settings import AttributionSettings
+
+
+@dataclass(frozen=True)
+class HookedModule:
+    """A module whose weight gradient we collect, with its (out, in) sizes and weight's name."""
+
+    name: str
+    module: nn.Module
+    kind: str  # "linear", "conv1d" or "embedding"
+    out_features: int
+    in_features: int
+    parameter_name: str
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the stored weight is (in, out) rather than (out, in)."""
+        return self.kind != "linear"
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
+
+
+def hooked_modules(model: nn.Module, settings: AttributionSettings) -> list[HookedModule]:
+    """The modules whose weight gradients make up the vector, in model order."""
+    parameter_names: dict[int, str] = {}
+    for name, parameter in model.named_parameters():
+        parameter_names.setdefault(id(parameter), name)
+    embedding = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    found = []
+    for name, module in model.named_modules():
+        if module is embedding:
+            if settings.include_embedding:
+                vocab, hidden = module.weight.shape
+                found.append(HookedModule(name, module, "embedding", hidden, vocab, parameter_names[id(module.weight)]))
+            continue
+        if module is head and not settings.include_lm_head:
+            continue
+        if module is not head and not any(fnmatch.fnmatchcase(name, glob) for glob in settings.target_modules):
+            continue
+        if isinstance(module, nn.Linear):
+            out_features, in_features = module.weight.shape
+            found.append(HookedModule(name, module, "linear", out_features, in_features,
+                                      parameter_names[id(module.weight)]))
+        elif _is_conv1d(module):
+            in_features, out_features = module.weight.shape
+            found.append(HookedModule(name, module, "conv1d", out_features, in_features,
+                                      parameter_names[id(module.weight)]))
+    if not found:
+        raise ValueError(
+            f"no nn.Linear/Conv1D module matches target_modules={list(settings.target_modules)}; "
+            "check the globs against model.named_modules()"
+        )
+    return found
+
+
+def gradient_dim(model: nn.Module, settings: AttributionSettings) -> int:
+    """Length of each gradient vector: projection_dim, or the hooked weight count when it is 0."""
+    if settings.projection_dim > 0:
+        return settings.projection_dim
+    return sum(spec.out_features * spec.in_features for spec in hooked_modules(model, settings))
+
+
+@dataclass
+class _ModulePlan:
+    """What the hooks of one module do: its projector (folded or not) and exact-path correction."""
+
+    spec: HookedModule
+    projector: ModuleProjector | None  # None: exact flattened gradient (projection_dim 0)
+    exact: bool  # form G (B, out, in) in the hook (projection_dim 0 or exact correction)
+    out_scale: torch.Tensor | None = None  # (out,) factored 1/sqrt(V) on the exact path
+    in_scale: torch.Tensor | None = None  # (in,)
+    inverse_sqrt_v: torch.Tensor | None = None  # (out, in) exact 1/sqrt(V + eps)
+
+    def input_projection(self, activations: torch.Tensor) -> torch.Tensor:
+        """What the forward hook keeps: projected (B, T, k_in) or raw (B, T, in) activations."""
+        if self.spec.kind == "embedding":
+            if self.exact:
+                return F.one_hot(activations, self.spec.in_features).float()  # (B, T, vocab)
+            return self.projector.p_in[activations]  # (B, T, k_in): row gather by token id
+        activations = activations.float()  # (B, T, in)
+        return activations if self.exact else activations @ self.projector.p_in  # (B, T, k_in)
+
+    def example_vectors(self, kept: torch.Tensor, out_grads: torch.Tensor) -> torch.Tensor:
+        """Per-example vectors (B, d_m) from kept activations and output gradients (B, T, out)."""
+        out_grads = out_grads.float()
+        if not self.exact:
+            return self.projector.combine(out_grads @ self.projector.p_out, kept)  # (B, d_m)
+        full = torch.einsum("bto,bti->boi", out_grads, kept)  # (B, out, in)
+        if self.inverse_sqrt_v is not None:
+            full = full * self.inverse_sqrt_v  # (B, out, in)
+        elif self.out_scale is not None:
+            full = full * self.out_scale[:, None] * self.in_scale[None, :]  # (B, out, in)
+        return full.flatten(1) if self.projector is None else self.projector.project_full(full)
+
+
+def build_plans(specs: list[HookedModule], settings: AttributionSettings, second_moments: SecondMoments | None,
+                device: torch.device) -> list[_ModulePlan]:
+    """Projection matrices per module with the optimizer correction folded in (or kept exact)."""
+    correction = settings.optimizer_correction if second_moments is not None else "none"
+    dims = split_dim(settings.projection_dim, len(specs)) if settings.projection_dim > 0 else [0] * len(specs)
+    plans = []
+    for spec, dim in zip(specs, dims):
+        projector = None
+        if dim > 0:
+            projector = ModuleProjector.create(spec.name, spec.out_features, spec.in_features, dim,
+                                               settings.projection_seed, settings.projection_kind)
+        exact = projector is None or correction == "exact"
+        plan = _ModulePlan(spec, projector, exact)
+        if correction == "exact":
+            dense = module_dense(second_moments.get(spec.parameter_name), spec.transposed)  # (out, in)
+            plan.inverse_sqrt_v = (dense + settings.optimizer_epsilon).rsqrt().to(device)
+        elif correction == "factored":
+            out_scale, in_scale = module_factors(second_moments.get(spec.parameter_name), spec.transposed,
+                                                 settings.optimizer_epsilon)
+            if exact:
+                plan.out_scale, plan.in_scale = out_scale.to(device), in_scale.to(device)
+            else:
+                projector = projector.folded(out_scale, in_scale)
+        plan.projector = None if projector is None else projector.to(device)
+        plans.append(plan)
+    return plans
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn off weight gradients (and dropout) for the duration, restoring both afterwards."""
+    saved = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    was_training = model.training
+    for parameter, _ in saved:
+        parameter.requires_grad_(False)
+    model.eval()
+    try:
+        yield
+    finally:
+        for parameter, flag in saved:
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+
+
+class _HookSet:
+    """Registers the hooks of one collection and gathers per-module vectors of the current batch."""
+
+    def __init__(self, model: nn.Module, plans: list[_ModulePlan]):
+        self.plans = plans
+        self.mask: torch.Tensor | None = None  # (B, T, 1) 1 on real tokens
+        self.vectors: dict[str, torch.Tensor] = {}
+        self.handles = [model.get_input_embeddings().register_forward_hook(self._require_grad)]
+        for plan in plans:
+            self.handles.append(plan.spec.module.register_forward_hook(self._forward_hook(plan)))
+
+    @staticmethod
+    def _require_grad(module: nn.Module, inputs, output: torch.Tensor) -> None:
+        output.requires_grad_(True)  # the root of the activation-only backward graph
+
+    def _forward_hook(self, plan: _ModulePlan) -> Callable:
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            activations = inputs[0]
+            if plan.spec.kind != "embedding":
+                activations = activations * self.mask.to(activations.dtype)  # (B, T, in), padding zeroed
+            kept = plan.input_projection(activations.detach())  # (B, T, k_in) or (B, T, in)
+
+            def backward_hook(out_grads: torch.Tensor) -> None:
+                vectors = plan.example_vectors(kept, out_grads)  # (B, d_m)
+                previous = self.vectors.get(plan.spec.name)
+                self.vectors[plan.spec.name] = vectors if previous is None else previous + vectors
+
+            output.register_hook(backward_hook)
+
+        return hook
+
+    def take(self) -> torch.Tensor:
+        """The batch's vectors, modules concatenated in model order: (B, d)."""
+        missing = [plan.spec.name for plan in self.plans if plan.spec.name not in self.vectors]
+        if missing:
+            raise RuntimeError(f"modules {missing} received no gradient; are they used in the forward pass?")
+        stacked = torch.cat([self.vectors[plan.spec.name] for plan in self.plans], dim=1)  # (B, d)
+        self.vectors = {}
+        return stacked
+
+    def remove(self) -> None:
+        """Detach every hook from the model."""
+        for handle in self.handles:
+            handle.remove()
+
+
+def _pad(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device):
+    """Right-padded ids (B, T), attention mask (B, T) and loss-target mask (B, T-1)."""
+    length = max(len(example.input_ids) for example in examples)
+    ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), length), dtype=torch.long)
+    targets = torch.zeros((len(examples), length - 1), dtype=torch.bool)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        attention[row, :n] = 1
+        targets[row, max(example.loss_start, 1) - 1: n - 1] = True  # target at t is predicted from t-1
+    return ids.to(device), attention.to(device), targets.to(device)
+
+
+def example_losses(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed token cross-entropy per example over its target positions: (B,)."""
+    logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits  # (B, T, V)
+    token_losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+    return (token_losses * targets).sum(dim=1)  # (B,)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def collect_gradients(model: nn.Module, examples: Sequence[TokenizedExample], settings: AttributionSettings,
+                      second_moments: SecondMoments | None = None, device: torch.device | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Per-example corrected, projected loss gradients (N, d) float32 on CPU, in input order."""
+    device = device or _model_device(model)
+    if _model_device(model) != device:
+        model.to(device)
+    specs = hooked_modules(model, settings)
+    plans = build_plans(specs, settings, second_moments, device)
+    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # similar lengths together
+    dim = gradient_dim(model, settings)
+    result = torch.zeros((len(examples), dim), dtype=torch.float32)  # (N, d)
+    with _frozen_parameters(model):
+        hooks = _HookSet(model, plans)
+        try:
+            for start in range(0, len(order), settings.batch_size):
+                rows = order[start: start + settings.batch_size]
+                ids, attention, targets = _pad([examples[i] for i in rows], pad_id, device)
+                hooks.mask = attention[:, :, None]  # (B, T, 1)
+                example_losses(model, ids, attention, targets).sum().backward()
+                result[torch.tensor(rows)] = hooks.take().cpu()
+                if progress is not None:
+                    progress(min(start + settings.batch_size, len(order)), len(order))
+        finally:
+            hooks.remove()
+    return result

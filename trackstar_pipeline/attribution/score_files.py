@@ -1,0 +1,165 @@
+"""`trackstar score`: attribute queries to a corpus from plain files, no Dagster and no object store.
+
+Steps: load the model and tokenizer, encode corpus and queries, take corrected projected gradients,
+build R from a sample of corpus gradients (R_train) and the query gradients (R_eval), whiten and
+unit-normalize, and write the exact top-k proponents per query as JSONL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, check_curvature_dim,
+                                                      curvature_inverse_sqrt, mix_curvature)
+from trackstar_pipeline.attribution.examples import encode_corpus, encode_queries
+from trackstar_pipeline.attribution.gradients import collect_gradients, gradient_dim
+from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+from trackstar_pipeline.attribution.scoring import prepare_vectors, top_k_proponents
+from trackstar_pipeline.settings import AttributionSettings
+
+SCORE_BLOCK = 4096
+"""Training vectors scored per block; bounds the (Q, block) score matrix."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """settings.device -> torch.device ('auto' picks cuda when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_model(model_dir: str | Path, device: torch.device):
+    """(model, tokenizer) from a save_pretrained directory with its tokenizer."""
+    try:
+        from trackstar_pipeline.models import load_model
+    except ImportError:
+        return _load_local_model(model_dir, device)
+    return load_model(str(model_dir), device=device)
+
+
+def _load_local_model(model_dir: str | Path, device: torch.device):
+    """Fallback loader while trackstar_pipeline.models is absent: local directory only, no hub."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model directory {path} has no config.json; pass a save_pretrained directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(
+            f"model directory {path} has no usable tokenizer ({error}); save it with tokenizer.save_pretrained(DIR)"
+        ) from error
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
+    return model, tokenizer
+
+
+def _read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
+    return rows
+
+
+def _columns(path: str | Path, names: tuple[str, ...], kind: str) -> dict[str, list]:
+    """The named columns of a corpus or queries file (DATA's loaders when present)."""
+    try:
+        from trackstar_pipeline.data import records
+    except ImportError:
+        records = None
+    if records is not None and hasattr(records, f"load_{kind}"):
+        frame = getattr(records, f"load_{kind}")(str(path)).frame
+        return {name: [str(value) for value in frame[name].to_list()] for name in names}
+    rows = _read_jsonl(path)
+    for number, row in enumerate(rows, start=1):
+        for name in names:
+            if not isinstance(row.get(name), str):
+                raise ValueError(f"{path} record {number}: '{name}' must be a string")
+    return {name: [row[name] for row in rows] for name in names}
+
+
+def _context_length(model) -> int:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    raise ValueError("the model config has no max_position_embeddings; set attribution.max_length")
+
+
+def _inverse_sqrt(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor, settings: AttributionSettings,
+                  progress: Callable[[str], None]) -> tuple[torch.Tensor | None, float | None]:
+    """R^{-1/2} from a seeded sample of corpus gradients (R_train) and the query gradients (R_eval)."""
+    if not settings.curvature:
+        return None, None
+    generator = torch.Generator().manual_seed(settings.projection_seed)
+    sample = torch.randperm(corpus_vectors.shape[0], generator=generator)[: settings.curvature_train_samples]
+    r_train, r_eval = CurvatureAccumulator(corpus_vectors.shape[1]), CurvatureAccumulator(query_vectors.shape[1])
+    r_train.update(corpus_vectors[sample])
+    r_eval.update(query_vectors)
+    mixed, used = mix_curvature(r_eval.mean(), r_train.mean(), settings.lambda_mix, settings.lambda_auto_component)
+    progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients, lambda={used:.4f}")
+    return curvature_inverse_sqrt(mixed, settings.damping), used
+
+
+def score_files(model_dir, corpus_path, queries_path, output_path, settings: AttributionSettings, top_k: int,
+                optimizer_state_path=None, progress: Callable[[str], None] = print) -> dict:
+    """Score every query against the corpus and write `{"query_id", "proponents": [{"id", "score"}]}` lines.
+
+    model_dir: save_pretrained directory with its tokenizer. corpus_path / queries_path: canonical
+    JSONL (or Parquet once the data loaders are present). optimizer_state_path: optimizer.pt or
+    safetensors second moments; without it gradients are not optimizer-corrected. Returns a summary.
+    """
+    started = time.perf_counter()
+    device = resolve_device(settings.device)
+    model, tokenizer = _load_model(model_dir, device)
+    dim = gradient_dim(model, settings)
+    if settings.curvature:
+        check_curvature_dim(dim)
+    max_length = settings.max_length or _context_length(model)
+    corpus = _columns(corpus_path, ("id", "text"), "corpus")
+    queries = _columns(queries_path, ("id", "prompt", "completion"), "queries")
+    corpus_batch = encode_corpus(corpus["id"], corpus["text"], tokenizer, max_length, settings.overlength)
+    query_batch = encode_queries(queries["id"], queries["prompt"], queries["completion"], tokenizer, max_length,
+                                 settings.overlength)
+    moments = None
+    if optimizer_state_path is not None:
+        moments = load_second_moments(optimizer_state_path, model)
+    else:
+        progress("no optimizer state given: gradients are not divided by sqrt(V)")
+    progress(f"{len(corpus_batch.examples)} corpus and {len(query_batch.examples)} query examples, d={dim}")
+
+    def report(kind: str) -> Callable[[int, int], None]:
+        return lambda done, total: progress(f"{kind} gradients {done}/{total}")
+
+    query_vectors = collect_gradients(model, query_batch.examples, settings, moments, device, report("query"))
+    corpus_vectors = collect_gradients(model, corpus_batch.examples, settings, moments, device, report("corpus"))
+    inverse_sqrt, lambda_used = _inverse_sqrt(corpus_vectors, query_vectors, settings, progress)
+    prepared_queries = prepare_vectors(query_vectors, inverse_sqrt, settings.unit_normalize)
+    ids = [example.example_id for example in corpus_batch.examples]
+    blocks = ((ids[start: start + SCORE_BLOCK],
+               prepare_vectors(corpus_vectors[start: start + SCORE_BLOCK], inverse_sqrt, settings.unit_normalize))
+              for start in range(0, len(ids), SCORE_BLOCK))
+    proponents = top_k_proponents(prepared_queries, blocks, top_k)
+    output = Path(output_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w") as handle:
+        for example, ranked in zip(query_batch.examples, proponents):
+            line = {"query_id": example.example_id,
+                    "proponents": [{"id": example_id, "score": score} for example_id, score in ranked]}
+            handle.write(json.dumps(line) + "\n")
+    progress(f"wrote {len(proponents)} queries to {output}")
+    return {"output": str(output), "queries": len(query_batch.examples), "corpus": len(corpus_batch.examples),
+            "projection_dim": dim, "curvature": settings.curvature, "lambda": lambda_used,
+            "optimizer_state": None if optimizer_state_path is None else str(optimizer_state_path),
+            "truncated_corpus": len(corpus_batch.truncated_ids), "truncated_queries": len(query_batch.truncated_ids),
+            "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,141 @@
+"""`trackstar run` and `trackstar query`: the whole asset graph materialized in a persistent DAGSTER_HOME.
+
+The runs are ordinary Dagster runs of the code location in definitions.py, so `dagster dev` (with
+the same DAGSTER_HOME) shows them, their materializations, checks and lineage afterwards. This
+module and definitions.py/cli.py are the only places in trackstar_pipeline/ that import Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from trackstar_pipeline.settings import PipelineSettings, settings_to_dict
+from trackstar_pipeline.storage import ObjectStore
+
+Progress = Callable[[str], None]
+
+INSTANCE_YAML = """\
+# Written by `trackstar run`. Steps in a pool wait for a free slot: gpu (one per GPU) and
+# lancedb (1: concurrent merge_inserts of the same new keys can duplicate rows).
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+STAGES: list[tuple[str, list[str], bool]] = [
+    ("sources, model, query gradients", ["corpus_source", "queries", "model_checkpoint", "optimizer_state",
+                                         "query_gradients", "r_eval"], False),
+    ("tokenized shards and their gradients", ["corpus_shards", "projected_gradients"], True),
+    ("curvature", ["r_train", "curvature_inverse_sqrt"], False),
+    ("gradient table", ["gradient_table"], True),
+    ("index, proponents, evaluation", ["gradient_index", "proponents", "bm25_proponents", "evaluation_report"], False),
+]
+
+
+def prepare_instance(settings: PipelineSettings, dagster_home: Path) -> Any:
+    """A persistent instance at dagster_home with the concurrency pools set, and the settings saved beside it."""
+    import torch
+    from dagster import DagsterInstance
+
+    from trackstar_pipeline.definitions import SETTINGS_FILE
+
+    dagster_home = dagster_home.resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (dagster_home / SETTINGS_FILE).write_text(json.dumps(settings_to_dict(settings), indent=2))
+    instance = DagsterInstance.from_config(str(dagster_home))
+    instance.event_log_storage.set_concurrency_slots("gpu", max(1, torch.cuda.device_count()))
+    instance.event_log_storage.set_concurrency_slots("lancedb", 1)
+    return instance
+
+
+def register_shards(instance: Any, store: ObjectStore) -> list[str]:
+    """Adds a corpus_shards partition for every shard file in the landing zone; returns all shard keys."""
+    from trackstar_pipeline.assets.corpus import discover_shards
+    from trackstar_pipeline.assets.partitions import corpus_shards_partitions
+
+    found = discover_shards(store)
+    known = set(instance.get_dynamic_partitions(corpus_shards_partitions.name))
+    new = [key for key in found if key not in known]
+    if new:
+        instance.add_dynamic_partitions(corpus_shards_partitions.name, new)
+    return sorted(known | set(found))
+
+
+def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequence[str], partition: str | None = None,
+                       in_process: bool = False) -> Any:
+    """One run of the code location's asset job for the given assets (and shard)."""
+    from dagster import AssetKey, build_reconstructable_job, execute_job
+
+    job = build_reconstructable_job("trackstar_pipeline.definitions", "job_for_settings",
+                                    reconstructable_args=(json.dumps(settings_to_dict(settings)),))
+    executor = {"in_process": {}} if in_process else {"multiprocess": {}}
+    tags = {"dagster/partition": partition} if partition else {}
+    with execute_job(job, instance, run_config={"execution": {"config": executor}}, tags=tags,
+                     asset_selection=[AssetKey(name) for name in assets]) as result:
+        if not result.success:
+            failures = [event.event_specific_data.error.message.strip()
+                        for event in result.all_events if event.is_step_failure]
+            where = f"[{partition}]" if partition else ""
+            raise RuntimeError(f"run {result.run_id} for {list(assets)}{where} failed: {' | '.join(failures) or 'see dagster dev'}")
+        return result.run_id
+
+
+def run_pipeline(settings: PipelineSettings, dagster_home: Path = Path(".dagster_home"), progress: Progress = print,
+                 parallel_shards: int = 1, in_process: bool = False) -> str:
+    """Materializes every asset for every shard; returns the path (or s3:// URI) of the evaluation report."""
+    from trackstar_pipeline.assets import layout
+
+    instance = prepare_instance(settings, dagster_home)
+    store = ObjectStore(settings.storage)
+    store.check_reachable()
+    for number, (title, assets, per_shard) in enumerate(STAGES, start=1):
+        if not per_shard:
+            progress(f"[{number}/{len(STAGES)}] {title}: {', '.join(assets)}")
+            materialize_assets(instance, settings, assets, in_process=in_process)
+            if number == 1:
+                shards = register_shards(instance, store)
+                progress(f"      {len(shards)} corpus shard(s) registered")
+            continue
+        progress(f"[{number}/{len(STAGES)}] {title} for {len(shards)} shard(s): {', '.join(assets)}")
+        done = 0
+
+        def one(shard: str) -> str:
+            return materialize_assets(instance, settings, assets, partition=shard, in_process=in_process)
+
+        with ThreadPoolExecutor(max_workers=max(1, parallel_shards)) as pool:
+            for shard, _ in zip(shards, pool.map(one, shards)):
+                done += 1
+                progress(f"      {shard} done ({done}/{len(shards)})")
+    report = store.uri_for(f"{layout.REPORTS}/report.md")
+    return report[len("file://"):] if report.startswith("file://") else report
+
+
+def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int = 10) -> list[dict[str, Any]]:
+    """The k training examples whose stored vectors best match this prompt/completion's gradient."""
+    import torch
+
+    from trackstar_pipeline.assets.loading import context_length, load_checkpoint, load_inverse_sqrt, load_optimizer_moments
+    from trackstar_pipeline.assets.search import search_table
+    from trackstar_pipeline.attribution.examples import encode_queries
+    from trackstar_pipeline.attribution.gradients import collect_gradients
+    from trackstar_pipeline.attribution.scoring import prepare_vectors
+    from trackstar_pipeline.resources import VectorStore, resolve_device
+
+    attribution, store = settings.attribution, ObjectStore(settings.storage)
+    device = resolve_device(attribution.device)
+    model, tokenizer = load_checkpoint(store, settings.storage, device=device)
+    encoded = encode_queries(["query"], [prompt], [completion], tokenizer,
+                             context_length(model, attribution.max_length), attribution.overlength)
+    moments = load_optimizer_moments(store, settings.storage, model) if attribution.optimizer_correction != "none" else None
+    gradient = collect_gradients(model, encoded.examples, attribution, second_moments=moments, device=device)  # (1, d)
+    vector = prepare_vectors(gradient, load_inverse_sqrt(store, settings.storage), attribution.unit_normalize)  # (1, d)
+    table = VectorStore.for_store(store).open_table()
+    return search_table(table, vector.to(torch.float32).numpy(), k, exact=True)[0]
