@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from trackstar_pipeline.evaluation.scorers import MethodScorer, Ranking, stable_seed
+from trackstar_pipeline.attribution.projection import stable_seed
+from trackstar_pipeline.evaluation.scorers import MethodScorer, Ranking
 
 
 def _facts_by_object(corpus: pl.DataFrame) -> dict[str, list[str]]:
@@ -65,7 +66,7 @@ def build_candidate_sets(
     candidates: dict[str, list[str]] = {}
     for query in queries.iter_rows(named=True):
         query_id = query["id"]
-        rng = np.random.default_rng(stable_seed(seed, "closed_set", query_id))
+        rng = np.random.default_rng(stable_seed(seed, f"closed_set:{query_id}"))
         chosen: list[str] = []
         seen: set[str] = set()
 

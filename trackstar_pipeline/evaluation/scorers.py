@@ -7,11 +7,12 @@ scores for a per-query list of candidates. A `MethodScorer` answers both, so eve
 
 from __future__ import annotations
 
-import hashlib
 from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
+
+from trackstar_pipeline.attribution.projection import stable_seed
 
 Ranking = list[tuple[str, float]]
 
@@ -26,12 +27,6 @@ class MethodScorer(Protocol):
 
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
         """Scores of the given corpus ids for one query, in the given order."""
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed from strings/ints that is the same on every machine (Python's hash() is salted)."""
-    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def _top_of_row(row: np.ndarray, ids: Sequence[str], k: int) -> Ranking:
@@ -95,7 +90,7 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
     """Uniform random scores, reproducible per (seed, query id) and independent of query order."""
     n = len(corpus_ids)
     ids = list(query_ids)
-    return RowScorer(ids, corpus_ids, lambda i: np.random.default_rng(stable_seed(seed, ids[i])).random(n), "random")
+    return RowScorer(ids, corpus_ids, lambda i: np.random.default_rng(stable_seed(seed, f"random:{ids[i]}")).random(n), "random")
 
 
 class VectorScorer:

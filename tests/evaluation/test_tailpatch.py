@@ -1,0 +1,116 @@
+"""Tail-patch on a tiny Llama: a step on "X lives in Y" raises p(Y | X lives in); restore is exact."""
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.optimization import Adafactor
+
+from trackstar_pipeline.attribution.examples import TokenizedExample
+from trackstar_pipeline.evaluation.tailpatch import (
+    TailPatcher,
+    TailPatchSetup,
+    load_tailpatch_setup,
+    proponent_targets,
+    tailpatch_effects,
+    tailpatch_metrics,
+)
+
+BOS, X, LIVES, IN, Y, Z = 1, 5, 6, 7, 9, 10
+
+
+def _tiny_model_and_state(kind: str):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,
+                         bos_token_id=BOS, eos_token_id=2, pad_token_id=0)
+    model = LlamaForCausalLM(config)
+    optimizer = (Adafactor(model.parameters(), lr=1e-2, scale_parameter=False, relative_step=False, warmup_init=False)
+                 if kind == "adafactor" else torch.optim.AdamW(model.parameters(), lr=1e-2))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):  # a few steps on random text, so the optimizer has a real state
+        ids = torch.randint(3, 32, (4, 8), generator=generator)
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model, TailPatchSetup(kind, optimizer.state_dict(), learning_rate=1e-2, max_grad_norm=1.0)
+
+
+def _example(example_id, ids, loss_start=1):
+    return TokenizedExample(example_id, tuple(ids), loss_start)
+
+
+QUERY = _example("q", [BOS, X, LIVES, IN, Y], loss_start=4)
+STATES_FACT = _example("states", [BOS, X, LIVES, IN, Y])
+CONTRADICTS = _example("contradicts", [BOS, X, LIVES, IN, Z])
+
+
+@pytest.mark.parametrize("kind", ["adafactor", "adamw"])
+def test_step_on_a_stating_proponent_raises_the_completion_probability(kind):
+    model, setup = _tiny_model_and_state(kind)
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    effects = tailpatch_effects(model, setup, {"states": STATES_FACT, "contradicts": CONTRADICTS},
+                                {"states": ["q"], "contradicts": ["q"]}, {"q": QUERY})
+    up, down = effects[("states", "q")], effects[("contradicts", "q")]
+    assert up.delta_prob > 0 and up.delta_logprob > 0
+    assert up.delta_logprob > down.delta_logprob
+    # weights restored bit for bit
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+    # optimizer state restored: the same step again gives the same effect exactly
+    again = tailpatch_effects(model, setup, {"states": STATES_FACT}, {"states": ["q"]}, {"q": QUERY})
+    assert again[("states", "q")] == up
+
+
+def test_patcher_restores_optimizer_state_and_measures_batches_like_singles():
+    model, setup = _tiny_model_and_state("adafactor")
+    patcher = TailPatcher(model, setup, batch_size=2)
+    saved = {key: value.clone() for key, value in patcher.optimizer.state[patcher.parameters[3]].items()
+             if torch.is_tensor(value)}
+    saved_step = patcher.optimizer.state[patcher.parameters[3]]["step"]
+    queries = [QUERY, _example("short", [BOS, X, Z], loss_start=2), _example("long", [BOS, Y, X, LIVES, IN, Z, Y], 3)]
+    batched = patcher.completion_logprobs(queries)
+    singles = torch.cat([patcher.completion_logprobs([query]) for query in queries])
+    assert torch.allclose(batched, singles, atol=1e-5)
+    patcher.step_on(STATES_FACT)
+    state = patcher.optimizer.state[patcher.parameters[3]]
+    assert state["step"] == saved_step + 1
+    patcher.restore()
+    assert state["step"] == saved_step
+    assert all(torch.equal(state[key], value) for key, value in saved.items())
+
+
+def test_effects_are_exact_differences_of_probabilities_by_hand():
+    model, setup = _tiny_model_and_state("adafactor")
+    patcher = TailPatcher(model, setup)
+    before = patcher.completion_logprobs([QUERY])[0].item()
+    patcher.step_on(STATES_FACT)
+    after = patcher.completion_logprobs([QUERY])[0].item()
+    patcher.restore()
+    effect = tailpatch_effects(model, setup, {"states": STATES_FACT}, {"states": ["q"]}, {"q": QUERY})[("states", "q")]
+    assert effect.delta_logprob == pytest.approx(after - before, abs=1e-9)
+    assert effect.delta_prob == pytest.approx(math.exp(after) - math.exp(before), abs=1e-12)
+
+
+def test_aggregation_over_top_k_and_queries():
+    from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect as E
+
+    effects = {("a", "q1"): E(0.3, 1.0), ("b", "q1"): E(0.1, 0.5), ("a", "q2"): E(-0.2, -1.0)}
+    rankings = {"q1": [("a", 2.0), ("b", 1.0)], "q2": [("a", 1.0)]}
+    result = tailpatch_metrics(rankings, effects, (1, 3))
+    assert result["tailpatch@1"] == pytest.approx((0.3 - 0.2) / 2)
+    assert result["tailpatch@3"] == pytest.approx((0.2 - 0.2) / 2)
+    assert result["tailpatch_logprob@3"] == pytest.approx((0.75 - 1.0) / 2)
+    assert proponent_targets({"m1": rankings, "m2": {"q2": [("b", 1.0), ("c", 0.0)]}}, k=1) == {
+        "a": ["q1", "q2"], "b": ["q2"]}
+
+
+def test_load_setup_reads_pretrain_outputs(tmp_path):
+    model, setup = _tiny_model_and_state("adamw")
+    torch.save(setup.optimizer_state, tmp_path / "optimizer.pt")
+    (tmp_path / "training_state.json").write_text(json.dumps({"optimizer": "adamw", "final_learning_rate": 3e-4}))
+    loaded = load_tailpatch_setup(tmp_path, max_grad_norm=1.0)
+    assert (loaded.optimizer_kind, loaded.learning_rate, loaded.max_grad_norm) == ("adamw", 3e-4, 1.0)
+    with pytest.raises(FileNotFoundError, match="training_state.json is missing"):
+        load_tailpatch_setup(tmp_path / "nowhere")

@@ -1,0 +1,219 @@
+"""Tail-patch: does training on a proponent actually raise the model's probability of the answer?
+
+From the final checkpoint and optimizer state, take one optimizer step at the final learning rate
+on one proponent, measure the change in p(completion | prompt) of the queries it was retrieved for,
+then restore weights and optimizer state exactly. This is the TrackStar paper's influence metric:
+it rewards proponents that move the model, whether or not they state the fact.
+
+Efficiency: the original weights and optimizer state are cloned once and restored with `copy_`
+(no reload from disk); each distinct proponent is stepped on once and every query that retrieved
+it (under any method) is measured in one batched forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from trackstar_pipeline.attribution.examples import TokenizedExample
+from trackstar_pipeline.attribution.gradients import _pad, example_losses
+
+OptimizerKind = Literal["adafactor", "adamw"]
+TRAINING_STATE_FILE = "training_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+@dataclass(frozen=True)
+class TailPatchSetup:
+    """How to replay one more pretraining step: optimizer class, its state and the final lr."""
+
+    optimizer_kind: OptimizerKind
+    optimizer_state: dict[str, Any]
+    """torch `optimizer.state_dict()` over `model.parameters()` in order (pretrain's optimizer.pt)."""
+    learning_rate: float
+    max_grad_norm: float = 0.0
+    """Gradient-norm clip applied before the step, as in pretraining; 0 disables it."""
+
+
+@dataclass(frozen=True)
+class TailPatchEffect:
+    """Change in one query's completion probability after one step on one proponent."""
+
+    delta_prob: float
+    delta_logprob: float
+
+
+def load_tailpatch_setup(model_dir: str | Path, optimizer_state_path: str | Path | None = None,
+                         max_grad_norm: float = 0.0) -> TailPatchSetup:
+    """Read pretrain's training_state.json (optimizer kind, final lr) and optimizer.pt."""
+    model_dir = Path(model_dir)
+    state_path = model_dir / TRAINING_STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"{state_path} is missing: tail-patch needs the optimizer kind and final learning "
+                                "rate written by `pretrain`; bring a model trained by this pipeline or skip tail-patch")
+    training_state = json.loads(state_path.read_text())
+    kind = training_state.get("optimizer")
+    if kind not in ("adafactor", "adamw"):
+        raise ValueError(f"{state_path}: 'optimizer' is {kind!r}; tail-patch supports 'adafactor' and 'adamw'")
+    optimizer_path = Path(optimizer_state_path) if optimizer_state_path else model_dir / OPTIMIZER_FILE
+    if not optimizer_path.is_file():
+        raise FileNotFoundError(f"optimizer state {optimizer_path} is missing; pass the optimizer.pt saved by pretrain")
+    state = torch.load(optimizer_path, map_location="cpu", weights_only=False)
+    return TailPatchSetup(kind, state, float(training_state["final_learning_rate"]), max_grad_norm)
+
+
+def build_optimizer(model: nn.Module, setup: TailPatchSetup) -> torch.optim.Optimizer:
+    """The pretraining optimizer class with its saved state loaded and the lr set to the final lr."""
+    parameters = list(model.parameters())
+    if setup.optimizer_kind == "adafactor":
+        from transformers.optimization import Adafactor
+
+        optimizer: torch.optim.Optimizer = Adafactor(parameters, lr=setup.learning_rate, scale_parameter=False,
+                                                     relative_step=False, warmup_init=False)
+    elif setup.optimizer_kind == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=setup.learning_rate)
+    else:
+        raise ValueError(f"optimizer_kind must be 'adafactor' or 'adamw', got {setup.optimizer_kind!r}")
+    try:
+        optimizer.load_state_dict(copy.deepcopy(setup.optimizer_state))
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"the {setup.optimizer_kind} optimizer state does not fit this model's "
+                         f"{len(parameters)} parameters: {error}") from error
+    for group in optimizer.param_groups:
+        group["lr"] = setup.learning_rate  # one more step at the end of the schedule
+        if setup.optimizer_kind == "adafactor":
+            group["relative_step"] = False  # the lr above, not Adafactor's own schedule
+    return optimizer
+
+
+class TailPatcher:
+    """A model plus optimizer that can take one step on an example and be restored exactly."""
+
+    def __init__(self, model: nn.Module, setup: TailPatchSetup, batch_size: int = 32) -> None:
+        self.model = model
+        self.setup = setup
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+        self.parameters = list(model.parameters())
+        self.optimizer = build_optimizer(model, setup)
+        self._weights = [parameter.detach().clone() for parameter in self.parameters]
+        self._state = {parameter: self._clone_state(self.optimizer.state.get(parameter, {}))
+                       for parameter in self.parameters}
+
+    @staticmethod
+    def _clone_state(state: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value.detach().clone() if torch.is_tensor(value) else copy.deepcopy(value)
+                for key, value in state.items()}
+
+    def restore(self) -> None:
+        """Weights and optimizer state back to the snapshot (copy_, no allocation for tensors)."""
+        with torch.no_grad():
+            for parameter, saved in zip(self.parameters, self._weights):
+                parameter.copy_(saved)
+                parameter.grad = None
+        for parameter in self.parameters:
+            saved_state = self._state[parameter]
+            if not saved_state:
+                self.optimizer.state.pop(parameter, None)
+                continue
+            live = self.optimizer.state[parameter]
+            for key in [key for key in live if key not in saved_state]:
+                del live[key]
+            for key, value in saved_state.items():
+                if torch.is_tensor(value) and torch.is_tensor(live.get(key)) and live[key].shape == value.shape:
+                    live[key].copy_(value)
+                else:
+                    live[key] = value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
+
+    @torch.no_grad()
+    def completion_logprobs(self, queries: Sequence[TokenizedExample]) -> torch.Tensor:
+        """log p(completion | prompt) per query: (Q,) float64, batched."""
+        self.model.eval()
+        result = []
+        for start in range(0, len(queries), self.batch_size):
+            ids, attention, targets = _pad(queries[start:start + self.batch_size], self.pad_id, self.device)
+            result.append(-example_losses(self.model, ids, attention, targets).double().cpu())  # (B,)
+        return torch.cat(result) if result else torch.zeros(0, dtype=torch.float64)
+
+    def step_on(self, example: TokenizedExample) -> None:
+        """One optimizer step on one example's mean token loss, as a batch of one in pretraining."""
+        self.model.eval()  # no dropout: the step is deterministic
+        ids, attention, targets = _pad([example], self.pad_id, self.device)
+        loss = example_losses(self.model, ids, attention, targets).sum() / targets.sum().clamp_min(1)
+        loss.backward()
+        if self.setup.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.setup.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def tailpatch_effects(
+    model: nn.Module,
+    setup: TailPatchSetup,
+    proponents: Mapping[str, TokenizedExample],
+    queries_of_proponent: Mapping[str, Sequence[str]],
+    queries: Mapping[str, TokenizedExample],
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[tuple[str, str], TailPatchEffect]:
+    """(proponent id, query id) -> effect of one step on the proponent, for every requested pair.
+
+    Leaves the model exactly as it found it (weights restored; the optimizer is a private copy).
+    """
+    missing = [pid for pid in queries_of_proponent if pid not in proponents]
+    if missing:
+        raise KeyError(f"tail-patch: no tokenized example for proponent(s) {missing[:5]}; encode the whole corpus")
+    patcher = TailPatcher(model, setup, batch_size)
+    query_ids = sorted({qid for qids in queries_of_proponent.values() for qid in qids})
+    before = dict(zip(query_ids, patcher.completion_logprobs([queries[qid] for qid in query_ids]).tolist()))
+    effects: dict[tuple[str, str], TailPatchEffect] = {}
+    try:
+        for done, (proponent_id, targets) in enumerate(queries_of_proponent.items(), start=1):
+            targets = list(dict.fromkeys(targets))
+            patcher.step_on(proponents[proponent_id])
+            after = patcher.completion_logprobs([queries[qid] for qid in targets]).tolist()
+            patcher.restore()
+            for query_id, logprob in zip(targets, after):
+                old = before[query_id]
+                effects[(proponent_id, query_id)] = TailPatchEffect(math.exp(logprob) - math.exp(old), logprob - old)
+            if progress is not None:
+                progress(done, len(queries_of_proponent))
+    finally:
+        patcher.restore()
+    return effects
+
+
+def proponent_targets(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
+                      k: int) -> dict[str, list[str]]:
+    """Proponent id -> query ids it is a top-k proponent of, under any method (the work list)."""
+    targets: dict[str, dict[str, None]] = {}
+    for rankings in rankings_by_method.values():
+        for query_id, ranking in rankings.items():
+            for corpus_id, _ in list(ranking)[:k]:
+                targets.setdefault(corpus_id, {})[query_id] = None
+    return {corpus_id: list(query_ids) for corpus_id, query_ids in targets.items()}
+
+
+def tailpatch_metrics(rankings: Mapping[str, Sequence[tuple[str, float]]],
+                      effects: Mapping[tuple[str, str], TailPatchEffect], ks: Sequence[int]) -> dict[str, float | None]:
+    """tailpatch@k: mean over queries of the mean Δp over its top-k proponents (also Δlog p)."""
+    result: dict[str, float | None] = {}
+    for k in ks:
+        prob, logprob = [], []
+        for query_id, ranking in rankings.items():
+            pairs = [effects[(corpus_id, query_id)] for corpus_id, _ in list(ranking)[:k]
+                     if (corpus_id, query_id) in effects]
+            if pairs:
+                prob.append(sum(effect.delta_prob for effect in pairs) / len(pairs))
+                logprob.append(sum(effect.delta_logprob for effect in pairs) / len(pairs))
+        result[f"tailpatch@{k}"] = sum(prob) / len(prob) if prob else None
+        result[f"tailpatch_logprob@{k}"] = sum(logprob) / len(logprob) if logprob else None
+    return result
