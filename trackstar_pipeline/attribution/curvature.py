@@ -15,6 +15,10 @@ MAX_DENSE_CURVATURE_DIM = 16384
 """Above this d a dense (d, d) float64 R (2 GiB at 16384) is refused rather than attempted."""
 
 
+RANK_TOLERANCE = 1e-10
+"""Eigenvalues below this fraction of the largest count as zero when finding the available rank."""
+
+
 class CurvatureTooLargeError(ValueError):
     """The gradient dimension is too large for a dense curvature matrix."""
 
@@ -61,7 +65,10 @@ def _sorted_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
 def auto_lambda(r_eval: torch.Tensor, r_train: torch.Tensor, component: int) -> float:
     """lambda at which the sorted eigenvalue curves of lambda R_eval and (1 - lambda) R_train cross at `component`."""
     e_eval, e_train = _sorted_eigenvalues(r_eval), _sorted_eigenvalues(r_train)
-    rank = int(min((e_eval > 0).sum(), (e_train > 0).sum()))
+    def rank(eigenvalues: torch.Tensor) -> int:  # numerically nonzero eigenvalues
+        return int((eigenvalues > eigenvalues[0] * RANK_TOLERANCE).sum())
+
+    rank = min(rank(e_eval), rank(e_train))
     k = max(0, min(component, rank - 1))
     denominator = float(e_eval[k] + e_train[k])
     if denominator == 0.0:

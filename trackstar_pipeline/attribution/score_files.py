@@ -37,7 +37,9 @@ def _load_model(model_dir: str | Path, device: torch.device):
     """(model, tokenizer) from a save_pretrained directory with its tokenizer."""
     try:
         from trackstar_pipeline.models import load_model
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "trackstar_pipeline.models":
+            raise
         return _load_local_model(model_dir, device)
     return load_model(str(model_dir), device=device)
 
@@ -75,7 +77,9 @@ def _columns(path: str | Path, names: tuple[str, ...], kind: str) -> dict[str, l
     """The named columns of a corpus or queries file (DATA's loaders when present)."""
     try:
         from trackstar_pipeline.data import records
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "trackstar_pipeline.data.records":
+            raise
         records = None
     if records is not None and hasattr(records, f"load_{kind}"):
         frame = getattr(records, f"load_{kind}")(str(path)).frame

@@ -1,0 +1,70 @@
+"""Curvature accumulation, the lambda mix (numeric and auto), the inverse square root, and storage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda,
+                                                      curvature_inverse_sqrt, load_curvature, mix_curvature,
+                                                      save_curvature)
+
+
+def _matrix_with_eigenvalues(values: torch.Tensor, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    return (q * values) @ q.T
+
+
+def test_accumulator_streams_to_the_exact_second_moment():
+    vectors = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    accumulator = CurvatureAccumulator(6)
+    for block in vectors.split(7):
+        accumulator.update(block)
+    assert accumulator.count == 50
+    expected = vectors.double().T @ vectors.double() / 50
+    assert torch.allclose(accumulator.mean(), expected, atol=1e-12)
+
+
+def test_inverse_sqrt_whitens_a_well_conditioned_r():
+    r = _matrix_with_eigenvalues(torch.linspace(0.5, 4.0, 32, dtype=torch.float64), seed=1)
+    inverse_sqrt = curvature_inverse_sqrt(r, damping=0.0).double()
+    assert torch.allclose(inverse_sqrt @ r @ inverse_sqrt, torch.eye(32, dtype=torch.float64), atol=1e-5)
+    damped = curvature_inverse_sqrt(r, damping=0.1).double()
+    shift = 0.1 * float(torch.linalg.eigvalsh(r).mean())
+    assert torch.allclose(damped @ (r + shift * torch.eye(32, dtype=torch.float64)) @ damped,
+                          torch.eye(32, dtype=torch.float64), atol=1e-5)
+
+
+def test_numeric_lambda_mixes_linearly():
+    r_eval, r_train = torch.eye(3, dtype=torch.float64), 2 * torch.eye(3, dtype=torch.float64)
+    mixed, used = mix_curvature(r_eval, r_train, 0.9)
+    assert used == 0.9 and torch.allclose(mixed, (0.9 + 0.2) * torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="lambda"):
+        mix_curvature(r_eval, r_train, 1.5)
+
+
+def test_auto_lambda_makes_the_eigenvalue_curves_cross_at_the_component():
+    e_eval = torch.logspace(2, -4, 40, dtype=torch.float64)  # steeper than train
+    e_train = torch.logspace(0, -2, 40, dtype=torch.float64)
+    r_eval, r_train = _matrix_with_eigenvalues(e_eval, 2), _matrix_with_eigenvalues(e_train, 3)
+    mixed, used = mix_curvature(r_eval, r_train, "auto", auto_component=10)
+    assert used * e_eval[10] == pytest.approx((1 - used) * e_train[10], rel=1e-6)
+    assert used * e_eval[9] > (1 - used) * e_train[9] and used * e_eval[11] < (1 - used) * e_train[11]
+    # component beyond the available rank is clipped to rank - 1
+    low_rank = _matrix_with_eigenvalues(torch.cat([e_eval[:5], torch.zeros(35, dtype=torch.float64)]), 4)
+    clipped = auto_lambda(low_rank, r_train, component=1000)
+    assert clipped == pytest.approx(float(e_train[4] / (e_eval[4] + e_train[4])), rel=1e-6)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tensors = {"inverse_sqrt": torch.randn(4, 4), "r_train": torch.randn(4, 4, dtype=torch.float64)}
+    save_curvature(tmp_path / "r.safetensors", tensors, {"lambda": "0.99", "count": 5})
+    loaded, metadata = load_curvature(tmp_path / "r.safetensors")
+    assert metadata == {"lambda": "0.99", "count": "5"}
+    assert all(torch.equal(loaded[name], tensors[name]) for name in tensors)
+
+
+def test_refuses_a_dense_r_that_is_too_large():
+    with pytest.raises(CurvatureTooLargeError, match="--no-curvature.*--projection-dim"):
+        CurvatureAccumulator(100_000)
