@@ -108,6 +108,10 @@ class EvaluationSettings:
     closed_set_same_completion: int = 100
     closed_set_random: int = 100
     seed: int = 0
+    tailpatch_queries: int = 50
+    """Queries whose top proponents are tail-patched (one optimizer step per distinct proponent)."""
+    rrf_k: int = 60
+    """Reciprocal rank fusion constant for trackstar+bm25: score = sum 1 / (rrf_k + rank)."""
 
 
 @dataclass(frozen=True)
