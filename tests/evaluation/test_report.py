@@ -1,7 +1,9 @@
 """evaluate() without a model (given scorers + bm25 + random + fusion): the report folder and its keys."""
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +14,7 @@ import polars as pl
 import pytest
 
 from trackstar_pipeline.evaluation.evaluate import evaluate
-from trackstar_pipeline.evaluation.report import headline_table
+from trackstar_pipeline.evaluation.report import explorer_html, headline_table
 from trackstar_pipeline.evaluation.scorers import matrix_scorer
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect
 from trackstar_pipeline.settings import PipelineSettings, load_settings
@@ -99,7 +101,7 @@ def test_report_files_and_markdown(result):
     assert result.files["metrics_plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = result.files["markdown"].read_text()
     assert "![metrics by method](metrics_by_method.png)" in markdown
-    assert "| trackstar | 1.000 | 1.000 |" in markdown
+    assert "| trackstar | 1.000 | 1.000 | – | – | – |" in markdown
     table = headline_table(result.summary)
     assert table.splitlines()[2].startswith("| method | mrr | recall@10 | tailpatch@1 | tailpatch@3 | tailpatch@10 |")
 
@@ -134,6 +136,19 @@ def test_explorer_renders_proponents_in_headless_chromium(result):
         assert f'<tr class="gt" data-id="c3{j}">' in dom
         assert f"Di Eck lives in Ulm &lt;b&gt;{j}&lt;/b&gt;" in dom
     assert "top 10 proponents by trackstar" in dom
+    assert re.search(r'data-id="c30">(<td[^>]*>[^<]*</td>){4}<td class="">\u2013</td>', dom)  # no model: no Δp
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed "
+                    "(apt-get install -y chromium); the explorer render test needs a real browser")
+def test_explorer_shows_tail_patch_effects_and_switches_method(result, tmp_path):
+    result = dataclasses.replace(result, effects={("c30", "q3"): TailPatchEffect(0.0123, 0.5),
+                                                  ("c31", "q3"): TailPatchEffect(-0.0045, -0.1)})
+    page = tmp_path / "explorer.html"
+    page.write_text(explorer_html(result))
+    dom = _render(page, "#query=q3&method=trackstar&setting=open_set")
+    assert re.search(r'data-id="c30">.*?<td class="up">\+0\.0123</td>', dom)
+    assert re.search(r'data-id="c31">.*?<td class="down">-0\.0045</td>', dom)
     bm25_dom = _render(result.files["explorer"], "#query=q0&method=bm25&setting=closed_set")
     assert '<tr class="gt" data-id="c00">' in bm25_dom and "top " in bm25_dom
     assert "According to the archive, Ada Brill lives in" in bm25_dom

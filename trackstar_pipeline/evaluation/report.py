@@ -29,11 +29,12 @@ FILES = {"json": "evaluation.json", "markdown": "report.md", "explorer": "explor
          "frequency_plot": "metrics_by_frequency.png"}
 
 
-def _cell(value: Any, digits: int = 3) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    """Table text: ranking metrics with 3 decimals, tail-patch deltas (often ~1e-4) in signed e-notation."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:+.2e}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
+        return f"{value:+.2e}" if column.startswith("tailpatch") else f"{value:.3f}"
     return str(value)
 
 
@@ -53,7 +54,7 @@ def metrics_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for method in summary.get("methods", table):
         if method in table:
-            lines.append(f"| {method} | " + " | ".join(_cell(table[method].get(c)) for c in columns) + " |")
+            lines.append(f"| {method} | " + " | ".join(_cell(table[method].get(c), c) for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -77,7 +78,7 @@ def split_table(summary: Mapping[str, Any], setting: str, split: str, metric: st
              "|---|" + "---:|" * len(groups)]
     for method in summary.get("methods", data):
         if method in data:
-            lines.append(f"| {method} | " + " | ".join(_cell(data[method].get(g, {}).get(metric)) for g in groups)
+            lines.append(f"| {method} | " + " | ".join(_cell(data[method].get(g, {}).get(metric), metric) for g in groups)
                          + " |")
     return "\n".join(lines)
 
@@ -189,7 +190,7 @@ header{padding:8px 14px;background:#243b55;color:#fff;display:flex;gap:14px;alig
 header h1{font-size:17px;margin:0 12px 0 0}
 main{display:flex;height:calc(100vh - 52px)}
 #list{width:320px;overflow:auto;border-right:1px solid #ccc}
-#list input{width:95%;margin:6px;padding:4px}
+#list input{box-sizing:border-box;width:calc(100% - 12px);margin:6px;padding:4px}
 .q{padding:5px 8px;cursor:pointer;border-bottom:1px solid #eee}
 .q.active{background:#dde8f5}
 .q small{color:#777}

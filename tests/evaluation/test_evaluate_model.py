@@ -1,0 +1,70 @@
+"""evaluate() with a tiny trained Llama: every method incl. ablations, sweep, embed and tail-patch."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.optimization import Adafactor
+
+from tests.evaluation.test_report import small_world
+from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
+from trackstar_pipeline.evaluation.evaluate import evaluate
+from trackstar_pipeline.evaluation.tailpatch import TailPatchSetup
+from trackstar_pipeline.settings import load_settings
+
+METHODS = {"trackstar", "trackstar_no_optimizer", "trackstar_r_train_only", "trackstar_no_curvature",
+           "trackstar_no_unit_norm", "bm25", "embed", "random", "trackstar+bm25", "trackstar_d32", "trackstar_d64"}
+
+
+def _trained(corpus, tmp_path):
+    tokenizer = train_bpe_tokenizer(corpus["text"].to_list(), vocab_size=300, min_frequency=1)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    optimizer = Adafactor(model.parameters(), lr=1e-2, scale_parameter=False, relative_step=False,
+                          warmup_init=False)
+    rows = [[tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+            for text in corpus["text"].to_list()]
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])  # (N, T)
+    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()  # (N, T)
+    for _ in range(15):
+        model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    return model.eval(), tokenizer, TailPatchSetup("adafactor", optimizer.state_dict(), 1e-3, max_grad_norm=1.0)
+
+
+def test_evaluate_with_a_model_reports_every_method(tmp_path):
+    corpus, queries, truth = small_world()
+    model, tokenizer, setup = _trained(corpus, tmp_path)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    settings = load_settings(overrides={
+        "attribution.projection_dim": 64, "attribution.batch_size": 8, "attribution.lambda_mix": 0.9,
+        "evaluation.projection_dim_sweep": [32, 64], "evaluation.closed_set_bm25": 3,
+        "evaluation.closed_set_same_completion": 2, "evaluation.closed_set_random": 4,
+        "evaluation.tailpatch_queries": 3, "evaluation.top_k": 10})
+    result = evaluate(corpus, queries, truth, settings, tmp_path / "report", model=model, tokenizer=tokenizer,
+                      second_moments=load_second_moments(tmp_path / "optimizer.pt", model), tailpatch=setup,
+                      progress=lambda message: None)
+    summary = json.loads(result.files["json"].read_text())
+    assert set(summary["open_set"]) == METHODS and set(summary["closed_set"]) == METHODS
+    assert summary["settings"]["lambda"] == 0.9
+    assert summary["model"]["architecture"] == "LlamaForCausalLM"
+    for method in METHODS:
+        for k in (1, 3, 10):
+            assert summary["open_set"][method][f"tailpatch@{k}"] is not None, (method, k)
+    # the d sweep entry at the main d is the main method itself
+    assert summary["open_set"]["trackstar_d64"] == summary["open_set"]["trackstar"]
+    # tail-patch measured only for the first 3 evaluated queries; every pair has a finite effect
+    assert {query_id for _, query_id in result.effects} <= {"q0", "q1", "q2"}
+    assert all(abs(effect.delta_prob) < 1 for effect in result.effects.values())
+    # the model is left exactly as it was
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    assert "tail-patch" in result.files["markdown"].read_text()
