@@ -91,6 +91,16 @@ class TrainingSettings:
     batch_size: int = 32
     seed: int = 0
     checkpoint_every: int = 200
+    warmup_fraction: float = 0.05
+    """Share of all steps spent warming the learning rate up linearly from zero."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at learning_rate * min_lr_ratio (the final learning rate is recorded)."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    num_threads: int = 0
+    """torch CPU threads while pretraining; 0 uses every core."""
+    log_every: int = 20
+    """Steps between progress lines (step, loss, examples/s, ETA)."""
 
 
 @dataclass(frozen=True)

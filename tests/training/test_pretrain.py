@@ -1,0 +1,119 @@
+"""Tiny pretraining runs (seconds): the loss falls, outputs load, the optimizer state fits, resume is exact."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+from trackstar_pipeline.data.world import generate_fact_world
+from trackstar_pipeline.models import load_model
+from trackstar_pipeline.settings import TrainingSettings
+from trackstar_pipeline.training.pretrain import lr_factor, pretrain
+
+TINY = TrainingSettings(
+    hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
+    learning_rate=1e-2, epochs=4, batch_size=16, checkpoint_every=10, log_every=10, num_threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate_fact_world(200, 10, seed=0)[0]
+
+
+@pytest.fixture(scope="module")
+def finished(corpus, tmp_path_factory):
+    lines: list[str] = []
+    result = pretrain(corpus, TINY, tmp_path_factory.mktemp("run"), progress=lines.append)
+    return result, lines
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_loss_falls_and_progress_is_reported(finished) -> None:
+    result, lines = finished
+    log = _log(result.log_path)
+    assert [row["step"] for row in log] == list(range(1, result.steps + 1))
+    assert result.steps == 4 * 13  # ceil(200 / 16) steps per epoch
+    first, last = sum(r["loss"] for r in log[:5]) / 5, sum(r["loss"] for r in log[-5:]) / 5
+    assert last < first - 1.0
+    assert any("examples/s" in line and "ETA" in line and "loss" in line for line in lines)
+
+
+def test_checkpoint_loads_and_training_state_records_the_final_lr(finished) -> None:
+    result, _ = finished
+    model, tokenizer = load_model(str(result.model_dir))
+    assert model.config.vocab_size == len(tokenizer) and tokenizer.bos_token_id is not None
+    logits = model(torch.tensor([[tokenizer.bos_token_id, 5, 6]])).logits  # (1, 3, V)
+    assert torch.isfinite(logits).all()
+    state = json.loads(result.training_state_path.read_text())
+    expected = TINY.learning_rate * lr_factor(result.steps - 1, result.steps, TINY)
+    assert state["final_learning_rate"] == pytest.approx(expected) == result.final_learning_rate
+    assert expected < TINY.learning_rate
+    assert state["optimizer"] == "adafactor" and state["step"] == result.steps and state["seed"] == 0
+    assert not (result.model_dir.parent / "checkpoint.pt").exists()
+
+
+def test_adafactor_state_has_factored_moments_in_parameter_order(finished) -> None:
+    result, _ = finished
+    model, _ = load_model(str(result.model_dir))
+    saved = torch.load(result.optimizer_state_path, weights_only=False)
+    parameters = list(model.parameters())
+    assert saved["param_groups"][0]["params"] == list(range(len(parameters)))
+    for index, parameter in enumerate(parameters):
+        state = saved["state"][index]
+        if parameter.dim() == 2:
+            assert state["exp_avg_sq_row"].shape == parameter.shape[:1]
+            assert state["exp_avg_sq_col"].shape == parameter.shape[1:]
+        else:
+            assert state["exp_avg_sq"].shape == parameter.shape
+    moments = load_second_moments(result.optimizer_state_path, model)  # the engine reads it as is
+    assert set(moments.parameters) >= {n for n, p in model.named_parameters() if p.dim() == 2}
+
+
+def test_interrupted_run_resumes_to_the_same_weights(corpus, finished, tmp_path: Path) -> None:
+    result, _ = finished
+
+    def interrupt_at_step_30(line: str) -> None:
+        if line.startswith("step 30/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, TINY, tmp_path, progress=interrupt_at_step_30)
+    assert (tmp_path / "checkpoint.pt").is_file()
+    lines: list[str] = []
+    resumed = pretrain(corpus, TINY, tmp_path, progress=lines.append)
+    assert lines[0].startswith("resuming from step 20 of 52")  # the last checkpoint before the interruption
+    reference, _ = load_model(str(result.model_dir))
+    again, _ = load_model(str(resumed.model_dir))
+    for (name, expected), got in zip(reference.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(expected, got), name
+    assert [r["loss"] for r in _log(resumed.log_path)] == [r["loss"] for r in _log(result.log_path)]
+
+
+def test_checkpoint_from_other_settings_is_refused(corpus, tmp_path: Path) -> None:
+    def stop(line: str) -> None:
+        if line.startswith("step 20/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, TINY, tmp_path, progress=stop)
+    with pytest.raises(ValueError, match="checkpoint.pt comes from another corpus or other training settings"):
+        pretrain(corpus, replace(TINY, learning_rate=5e-3), tmp_path, progress=lambda _: None)
+
+
+def test_adamw_option_saves_full_second_moments(corpus, tmp_path: Path) -> None:
+    settings = replace(TINY, optimizer="adamw", epochs=1, learning_rate=3e-3)
+    result = pretrain(corpus, settings, tmp_path, progress=lambda _: None)
+    model, _ = load_model(str(result.model_dir))
+    saved = torch.load(result.optimizer_state_path, weights_only=False)
+    for index, parameter in enumerate(model.parameters()):
+        assert saved["state"][index]["exp_avg_sq"].shape == parameter.shape
+    assert json.loads(result.training_state_path.read_text())["optimizer"] == "adamw"

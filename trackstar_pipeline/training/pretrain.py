@@ -1,0 +1,280 @@
+"""Pretrain a small Llama-style LM on the corpus and keep the optimizer state TrackStar needs.
+
+The model is built from a LlamaConfig (no download), trained with Adafactor (factored second
+moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay.
+Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
+(torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
+training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
+`checkpoint_every` steps makes an interrupted run resume to the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.optimization import Adafactor
+
+from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
+from trackstar_pipeline.settings import TrainingSettings
+
+MODEL_SUBDIR = "model"
+CHECKPOINT_FILE = "checkpoint.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+TRAINING_STATE_FILE = "training_state.json"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    model_dir: Path
+    optimizer_state_path: Path
+    training_state_path: Path
+    log_path: Path
+    final_learning_rate: float
+    final_loss: float
+    steps: int
+    parameters: int
+    seconds: float
+    """Wall time of this call (a resumed run counts only its own part)."""
+
+
+def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A freshly initialised Llama-style causal LM sized by the settings (seeded, no download)."""
+    torch.manual_seed(settings.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=settings.hidden_size,
+        intermediate_size=settings.intermediate_size,
+        num_hidden_layers=settings.num_layers,
+        num_attention_heads=settings.num_heads,
+        num_key_value_heads=settings.num_heads,
+        max_position_embeddings=settings.max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def build_optimizer(model: torch.nn.Module, settings: TrainingSettings) -> torch.optim.Optimizer:
+    """Adafactor with factored second moments and a fixed external lr schedule, or AdamW."""
+    if settings.optimizer == "adafactor":
+        return Adafactor(
+            model.parameters(),
+            lr=settings.learning_rate,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=settings.weight_decay,
+        )
+    return torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=settings.weight_decay
+    )
+
+
+def lr_factor(step: int, total_steps: int, settings: TrainingSettings) -> float:
+    """Multiplier on the peak lr after `step` steps: linear warmup, then cosine to min_lr_ratio."""
+    warmup = max(1, int(settings.warmup_fraction * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[list[int]]:
+    """BOS + text tokens + EOS per row, cut to max_length (training sees whole short sentences)."""
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [([tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]
+
+
+def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+    labels = input_ids.masked_fill(attention == 0, -100)  # (B, T); padding never contributes
+    return input_ids, attention, labels
+
+
+def _epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
+    """Shuffle of one epoch, a pure function of (seed, epoch) so a resumed run sees the same batches."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n_rows, generator=generator).tolist()
+
+
+def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
+    """Hash of the corpus and the training settings; a checkpoint from other inputs is not resumed."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
+    for example_id, text in zip(corpus["id"].to_list(), corpus["text"].to_list()):
+        digest.update(f"{example_id}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+def _load_or_train_tokenizer(corpus: pl.DataFrame, settings: TrainingSettings, model_dir: Path) -> PreTrainedTokenizerFast:
+    if (model_dir / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    tokenizer = train_bpe_tokenizer(corpus["text"].to_list(), settings.vocab_size)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(model_dir))
+    return tokenizer
+
+
+def _format_eta(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def pretrain(
+    corpus: pl.DataFrame,
+    settings: TrainingSettings,
+    output_dir: Path,
+    progress: Callable[[str], None] = print,
+) -> PretrainResult:
+    """Train the small LM on corpus['text'], resuming from output_dir's checkpoint when one matches."""
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    model_dir = output_dir / MODEL_SUBDIR
+    checkpoint_path = output_dir / CHECKPOINT_FILE
+    log_path = output_dir / LOG_FILE
+    if settings.num_threads > 0:
+        torch.set_num_threads(settings.num_threads)
+    key = fingerprint(corpus, settings)
+
+    if not checkpoint_path.is_file() and model_dir.exists():
+        # A fresh run never reuses a tokenizer left by some other run.
+        for stale in model_dir.iterdir():
+            stale.unlink()
+    tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
+    rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
+    model = build_model(settings, tokenizer)
+    optimizer = build_optimizer(model, settings)
+    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, settings))
+
+    step = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, weights_only=False)
+        if state["fingerprint"] != key:
+            raise ValueError(
+                f"{checkpoint_path} comes from another corpus or other training settings; "
+                "delete it or choose a fresh output folder"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        progress(f"resuming from step {step} of {total_steps} ({checkpoint_path})")
+    _truncate_log(log_path, step)
+
+    parameters = sum(p.numel() for p in model.parameters())
+    progress(
+        f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
+        f"{len(rows)} rows, {settings.epochs} epochs, {total_steps} steps on {torch.get_num_threads()} threads"
+    )
+    model.train()
+    loss_value = float("nan")
+    window_start, window_examples = time.perf_counter(), 0
+    with log_path.open("a") as log:
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = _epoch_order(len(rows), settings.seed, epoch)
+            indices = order[offset * settings.batch_size : (offset + 1) * settings.batch_size]
+            input_ids, attention, labels = _batch([rows[i] for i in indices], tokenizer.pad_token_id)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            if settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            learning_rate = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = loss.item()
+            window_examples += len(indices)
+            log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}) + "\n")
+            if step % settings.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                rate = window_examples / max(elapsed, 1e-9)
+                eta = (total_steps - step) * settings.batch_size / max(rate, 1e-9)
+                progress(
+                    f"step {step}/{total_steps} epoch {epoch + 1} loss {loss_value:.4f} "
+                    f"{rate:.0f} examples/s ETA {_format_eta(eta)}"
+                )
+                window_start, window_examples = time.perf_counter(), 0
+            if step % settings.checkpoint_every == 0 and step < total_steps:
+                log.flush()
+                _save_atomic(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        "fingerprint": key,
+                    },
+                    checkpoint_path,
+                )
+
+    final_learning_rate = settings.learning_rate * lr_factor(total_steps - 1, total_steps, settings)
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    optimizer_path = model_dir / OPTIMIZER_FILE
+    _save_atomic(optimizer.state_dict(), optimizer_path)
+    state_path = model_dir / TRAINING_STATE_FILE
+    state_path.write_text(
+        json.dumps(
+            {
+                "final_learning_rate": final_learning_rate,
+                "step": step,
+                "epochs": settings.epochs,
+                "seed": settings.seed,
+                "optimizer": settings.optimizer,
+                "final_loss": loss_value,
+                "parameters": parameters,
+                "fingerprint": key,
+            },
+            indent=2,
+        )
+    )
+    checkpoint_path.unlink(missing_ok=True)
+    return PretrainResult(
+        model_dir=model_dir,
+        optimizer_state_path=optimizer_path,
+        training_state_path=state_path,
+        log_path=log_path,
+        final_learning_rate=final_learning_rate,
+        final_loss=loss_value,
+        steps=step,
+        parameters=parameters,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Keep only log lines up to the resumed step, so the log has one line per step."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if not log_path.is_file():
+        return
+    kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    log_path.write_text("".join(line + "\n" for line in kept))
