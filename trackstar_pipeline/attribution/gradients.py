@@ -234,7 +234,8 @@ def _pad(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device
 def example_losses(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed token cross-entropy per example over its target positions: (B,)."""
     logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits  # (B, T, V)
-    token_losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # (B * (T-1), V), contiguous for a fast softmax
+    token_losses = F.cross_entropy(flat, ids[:, 1:].reshape(-1), reduction="none").view(targets.shape)  # (B, T-1)
     return (token_losses * targets).sum(dim=1)  # (B,)
 
 

@@ -1,0 +1,158 @@
+"""Gradient-collection throughput and memory against a plain forward+backward of the same batches.
+
+Run: python benchmarks/gradient_throughput.py [--quick]
+
+1. Throughput: a ~5M-parameter Llama (hidden 256, 4 layers, intermediate 688, vocab 4096), sequence
+   length 64, batch 32, on CPU. For each batch, alternately time (a) a plain forward + loss.backward()
+   with parameter gradients and (b) `collect_gradients` at d = 4096 and 16384 (factored optimizer
+   correction folded in). Prints examples/s and the ratio collect / plain (target >= 0.8).
+2. Memory: each (model size, batch size, mode) runs in a fresh subprocess; after a warm-up batch we
+   reset the kernel's peak-RSS mark (write 5 to /proc/self/clear_refs, Linux) and report VmHWM minus
+   the RSS at the reset, i.e. the peak extra resident memory of the measured work.
+   tracemalloc does not see torch's allocations and ru_maxrss cannot be reset, so neither is used. Beside it
+   we print what materialised per-example gradients would need (B x hooked params x 4 bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trackstar_pipeline.attribution.examples import TokenizedExample
+from trackstar_pipeline.attribution.gradients import collect_gradients, hooked_modules
+from trackstar_pipeline.attribution.optimizer_state import ParameterMoments, SecondMoments
+from trackstar_pipeline.settings import AttributionSettings
+
+SIZES = {"5M": dict(hidden_size=256, num_hidden_layers=4, intermediate_size=688, num_attention_heads=4),
+         "20M": dict(hidden_size=512, num_hidden_layers=5, intermediate_size=1376, num_attention_heads=8)}
+VOCAB, SEQ = 4096, 64
+
+
+def build(size: str) -> LlamaForCausalLM:
+    """A randomly initialised Llama of the named size (no download)."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=SEQ, **SIZES[size])
+    return LlamaForCausalLM(config).eval()
+
+
+def batches(n_batches: int, batch_size: int) -> list[list[TokenizedExample]]:
+    """Random full-length sequences, loss on every token."""
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (n_batches, batch_size, SEQ), generator=generator)
+    return [[TokenizedExample(f"{b}-{i}", tuple(row.tolist()), 1) for i, row in enumerate(batch)]
+            for b, batch in enumerate(ids)]
+
+
+def random_moments(model, settings: AttributionSettings) -> SecondMoments:
+    """Positive Adafactor-style factors for every hooked weight, so the folded correction is timed too."""
+    moments = {}
+    for spec in hooked_modules(model, settings):
+        rows, cols = spec.module.weight.shape
+        moments[spec.parameter_name] = ParameterMoments(torch.rand(rows) + 0.5, torch.rand(cols) + 0.5)
+    return SecondMoments(moments)
+
+
+def plain_step(model, batch: list[TokenizedExample]) -> None:
+    """The baseline: one forward and backward with parameter gradients, summed loss."""
+    ids = torch.tensor([example.input_ids for example in batch])
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids=ids, use_cache=False).logits  # (B, T, V)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
+    loss.backward()
+
+
+def throughput(quick: bool) -> None:
+    model = build("5M")
+    n_params = sum(p.numel() for p in model.parameters())
+    data = batches(3 if quick else 6, 32)
+    dims = (4096, 16384)
+    settings = {d: AttributionSettings(projection_dim=d, batch_size=32) for d in dims}
+    moments = random_moments(model, settings[dims[0]])
+    plain_step(model, data[0])  # warm-up
+    for d in dims:
+        collect_gradients(model, data[0], settings[d], moments)
+    seconds = {"plain": 0.0, **{d: 0.0 for d in dims}}
+    for batch in data:  # interleaved, so drift in machine speed hits every mode alike
+        start = time.perf_counter(); plain_step(model, batch); seconds["plain"] += time.perf_counter() - start
+        for d in dims:
+            start = time.perf_counter()
+            collect_gradients(model, batch, settings[d], moments)
+            seconds[d] += time.perf_counter() - start
+    examples = sum(len(batch) for batch in data)
+    print(f"model: Llama {n_params / 1e6:.2f}M params, seq {SEQ}, batch 32, {examples} examples, "
+          f"{torch.get_num_threads()} torch threads")
+    plain_rate = examples / seconds["plain"]
+    print(f"  plain forward+backward      {plain_rate:8.1f} examples/s")
+    for d in dims:
+        rate = examples / seconds[d]
+        print(f"  collect_gradients d={d:<6d} {rate:8.1f} examples/s   ratio {rate / plain_rate:.2f}")
+
+
+def _status_kib(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss_kib() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS and return that RSS (Linux)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    return _status_kib("VmRSS")
+
+
+def child(size: str, batch_size: int, mode: str) -> None:
+    """Measure one configuration's peak-RSS growth in this fresh process and print it as JSON."""
+    model = build(size)
+    data = batches(2, batch_size)
+    settings = AttributionSettings(projection_dim=4096, batch_size=batch_size)
+    moments = random_moments(model, settings)
+    plain_step(model, data[0]) if mode == "plain" else collect_gradients(model, data[0], settings, moments)
+    before = _reset_peak_rss_kib()  # after a warm-up, so one-off allocator growth is not counted
+    for batch in data:
+        if mode == "plain":
+            plain_step(model, batch)
+        else:
+            collect_gradients(model, batch, settings, moments)
+    after = _status_kib("VmHWM")
+    hooked = sum(s.out_features * s.in_features for s in hooked_modules(model, settings))
+    print(json.dumps({"size": size, "params": sum(p.numel() for p in model.parameters()), "batch": batch_size,
+                      "mode": mode, "peak_growth_mib": (after - before) / 1024,
+                      "per_example_grads_mib": batch_size * hooked * 4 / 2**20}))
+
+
+def memory() -> None:
+    print("peak extra RSS of the measured work (VmHWM after a clear_refs reset, fresh process each), d=4096:")
+    print(f"  {'model':>5} {'batch':>5} {'plain f+b MiB':>14} {'collect MiB':>12} {'materialised per-example grads MiB':>36}")
+    for size in SIZES:
+        for batch_size in (8, 32):
+            rows = {}
+            for mode in ("plain", "collect"):
+                output = subprocess.run([sys.executable, __file__, "--child", size, str(batch_size), mode],
+                                        check=True, capture_output=True, text=True).stdout
+                rows[mode] = json.loads(output.strip().splitlines()[-1])
+            print(f"  {size:>5} {batch_size:>5} {rows['plain']['peak_growth_mib']:14.1f} "
+                  f"{rows['collect']['peak_growth_mib']:12.1f} {rows['collect']['per_example_grads_mib']:36.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer batches")
+    parser.add_argument("--child", nargs=3, metavar=("SIZE", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.child[2])
+        return
+    throughput(args.quick)
+    memory()
+
+
+if __name__ == "__main__":
+    main()
