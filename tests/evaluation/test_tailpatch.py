@@ -112,5 +112,9 @@ def test_load_setup_reads_pretrain_outputs(tmp_path):
     (tmp_path / "training_state.json").write_text(json.dumps({"optimizer": "adamw", "final_learning_rate": 3e-4}))
     loaded = load_tailpatch_setup(tmp_path, max_grad_norm=1.0)
     assert (loaded.optimizer_kind, loaded.learning_rate, loaded.max_grad_norm) == ("adamw", 3e-4, 1.0)
+    (tmp_path / "training_state.json").write_text(json.dumps({"optimizer": "adamw", "final_learning_rate": 3e-4,
+                                                              "max_grad_norm": 0.5}))
+    assert load_tailpatch_setup(tmp_path).max_grad_norm == 0.5
+    assert load_tailpatch_setup(tmp_path, max_grad_norm=0.0).max_grad_norm == 0.0
     with pytest.raises(FileNotFoundError, match="training_state.json is missing"):
         load_tailpatch_setup(tmp_path / "nowhere")

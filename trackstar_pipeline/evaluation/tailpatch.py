@@ -24,6 +24,7 @@ from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.gradients import _pad, example_losses
+from trackstar_pipeline.settings import TrainingSettings
 
 OptimizerKind = Literal["adafactor", "adamw"]
 TRAINING_STATE_FILE = "training_state.json"
@@ -51,8 +52,12 @@ class TailPatchEffect:
 
 
 def load_tailpatch_setup(model_dir: str | Path, optimizer_state_path: str | Path | None = None,
-                         max_grad_norm: float = 0.0) -> TailPatchSetup:
-    """Read pretrain's training_state.json (optimizer kind, final lr) and optimizer.pt."""
+                         max_grad_norm: float | None = None) -> TailPatchSetup:
+    """Read pretrain's training_state.json (optimizer kind, final lr) and optimizer.pt.
+
+    max_grad_norm None: training_state.json's 'max_grad_norm', else TrainingSettings' default
+    (the clip pretrain applied before every step).
+    """
     model_dir = Path(model_dir)
     state_path = model_dir / TRAINING_STATE_FILE
     if not state_path.is_file():
@@ -66,6 +71,8 @@ def load_tailpatch_setup(model_dir: str | Path, optimizer_state_path: str | Path
     if not optimizer_path.is_file():
         raise FileNotFoundError(f"optimizer state {optimizer_path} is missing; pass the optimizer.pt saved by pretrain")
     state = torch.load(optimizer_path, map_location="cpu", weights_only=False)
+    if max_grad_norm is None:
+        max_grad_norm = float(training_state.get("max_grad_norm", TrainingSettings().max_grad_norm))
     return TailPatchSetup(kind, state, float(training_state["final_learning_rate"]), max_grad_norm)
 
 
