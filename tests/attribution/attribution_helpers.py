@@ -101,6 +101,15 @@ def train_steps(model, tokenizer, optimizer, steps: int = 3) -> None:
     model.eval()
 
 
+def saved_optimizer_state(model, tokenizer, make, directory, steps: int = 3):
+    """Train a few steps with a fresh optimizer and save its state_dict as the HF Trainer does: (optimizer, path)."""
+    optimizer = make(model)
+    train_steps(model, tokenizer, optimizer, steps)
+    path = directory / "optimizer.pt"
+    torch.save(optimizer.state_dict(), path)
+    return optimizer, path
+
+
 def adafactor(model):
     from transformers.optimization import Adafactor
 

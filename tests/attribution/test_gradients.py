@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attribution_helpers import (adafactor, adamw, exact_gradients, make_tokenizer, query_examples, relative_error,
-                                 tiny_gpt2, tiny_llama, tiny_neox, train_steps)
+                                 saved_optimizer_state, tiny_gpt2, tiny_llama, tiny_neox)
 from trackstar_pipeline.attribution.gradients import build_plans, collect_gradients, gradient_dim, hooked_modules
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.settings import AttributionSettings
@@ -55,11 +55,9 @@ def test_projected_hooks_equal_projection_of_exact_corrected_gradients(family, o
                                    optimizer_correction="factored" if optimizer == "adafactor" else "exact")
     moments = state_dict = None
     if optimizer is not None:
-        opt = adafactor(model) if optimizer == "adafactor" else adamw(model)
-        train_steps(model, tokenizer, opt)  # a real state, saved as the HF Trainer does
-        torch.save(opt.state_dict(), tmp_path / "optimizer.pt")
-        state_dict = torch.load(tmp_path / "optimizer.pt", weights_only=True)
-        moments = load_second_moments(tmp_path / "optimizer.pt", model)
+        _, path = saved_optimizer_state(model, tokenizer, adafactor if optimizer == "adafactor" else adamw, tmp_path)
+        state_dict = torch.load(path, weights_only=True)
+        moments = load_second_moments(path, model)
     examples = query_examples(tokenizer)
     got = collect_gradients(model, examples, settings, moments)
     expected = _projected_reference(model, examples, settings, state_dict)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attribution_helpers import (adafactor, adamw, make_tokenizer, query_examples, relative_error, tiny_gpt2,
-                                 tiny_llama, train_steps)
+from attribution_helpers import (adafactor, adamw, make_tokenizer, query_examples, relative_error,
+                                 saved_optimizer_state, tiny_gpt2, tiny_llama)
 from trackstar_pipeline.attribution.gradients import collect_gradients
 from trackstar_pipeline.attribution.optimizer_state import (OptimizerStateMismatchError, factor_full,
                                                             load_second_moments)
@@ -19,10 +19,8 @@ from trackstar_pipeline.settings import AttributionSettings
 def test_adafactor_folding_equals_elementwise_division(build, dim, tmp_path):
     tokenizer = make_tokenizer(build is tiny_llama)
     model = build(len(tokenizer))
-    optimizer = adafactor(model)
-    train_steps(model, tokenizer, optimizer)
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
-    moments = load_second_moments(tmp_path / "optimizer.pt", model)
+    _, path = saved_optimizer_state(model, tokenizer, adafactor, tmp_path)
+    moments = load_second_moments(path, model)
     examples = query_examples(tokenizer)
     folded = collect_gradients(model, examples, AttributionSettings(projection_dim=dim), moments)
     exact = collect_gradients(model, examples, AttributionSettings(projection_dim=dim, optimizer_correction="exact"),
@@ -42,10 +40,8 @@ def test_adam_reduction_is_exact_for_rank_one_v():
 def test_adamw_state_is_bias_corrected_and_safetensors_agrees(tmp_path):
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))
-    optimizer = adamw(model)
-    train_steps(model, tokenizer, optimizer, steps=2)
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
-    from_pt = load_second_moments(tmp_path / "optimizer.pt", model)
+    optimizer, path = saved_optimizer_state(model, tokenizer, adamw, tmp_path, steps=2)
+    from_pt = load_second_moments(path, model)
     name = "model.layers.0.mlp.up_proj.weight"
     raw = optimizer.state[model.get_parameter(name)]["exp_avg_sq"]
     assert torch.allclose(from_pt.get(name).full, raw / (1 - 0.95 ** 2))
@@ -59,9 +55,7 @@ def test_parameter_count_mismatch_names_both_counts(tmp_path):
     tokenizer = make_tokenizer(True)
     other = tiny_llama(len(tokenizer))
     other.model.layers = other.model.layers[:1]  # one layer fewer
-    optimizer = adafactor(other)
-    train_steps(other, tokenizer, optimizer, steps=1)
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    saved_optimizer_state(other, tokenizer, adafactor, tmp_path, steps=1)
     with pytest.raises(OptimizerStateMismatchError, match=r"covers 12 parameters but the model has 21"):
         load_second_moments(tmp_path / "optimizer.pt", tiny_llama(len(tokenizer)))
 
@@ -69,9 +63,7 @@ def test_parameter_count_mismatch_names_both_counts(tmp_path):
 def test_shape_mismatch_names_the_parameter_and_shapes(tmp_path):
     tokenizer = make_tokenizer(True)
     other = tiny_llama(len(tokenizer), hidden=48)
-    optimizer = adamw(other)
-    train_steps(other, tokenizer, optimizer, steps=1)
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    saved_optimizer_state(other, tokenizer, adamw, tmp_path, steps=1)
     with pytest.raises(OptimizerStateMismatchError, match=r"'model.embed_tokens.weight' has shape \(300, 48\).*\(300, 32\)"):
         load_second_moments(tmp_path / "optimizer.pt", tiny_llama(len(tokenizer)))
     save_file({"model.layers.0.mlp.up_proj.weight.exp_avg_sq_row": torch.ones(3),

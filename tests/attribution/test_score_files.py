@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attribution_helpers import (COMPLETIONS, PROMPTS, QUERY_IDS, TEXTS, adafactor, corpus_examples, exact_gradients,
-                                 make_tokenizer, query_examples, tiny_llama, train_steps)
+                                 make_tokenizer, query_examples, saved_optimizer_state, tiny_llama)
 from trackstar_pipeline.attribution.gradients import hooked_modules
 from trackstar_pipeline.attribution.score_files import score_files
 from trackstar_pipeline.settings import AttributionSettings
@@ -21,11 +21,9 @@ N_QUERIES = 4  # the fifth has an empty prompt, which the canonical loaders reje
 def files(tmp_path):
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))
-    optimizer = adafactor(model)
-    train_steps(model, tokenizer, optimizer)
+    saved_optimizer_state(model, tokenizer, adafactor, tmp_path)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
     with open(tmp_path / "corpus.jsonl", "w") as handle:
         for i, text in enumerate(TEXTS):
             handle.write(json.dumps({"id": f"c{i}", "text": text}) + "\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from scipy.stats import spearmanr
 
-from attribution_helpers import (adamw, corpus_examples, exact_gradients, make_tokenizer, query_examples, tiny_llama,
-                                 train_steps)
+from attribution_helpers import (adamw, corpus_examples, exact_gradients, make_tokenizer, query_examples,
+                                 saved_optimizer_state, tiny_llama)
 from trackstar_pipeline.attribution.gradients import collect_gradients, hooked_modules
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments, module_dense
 from trackstar_pipeline.attribution.scoring import prepare_vectors, top_k_proponents
@@ -30,10 +30,8 @@ def _score_matrix(query_vectors, train_vectors, train_ids, block: int = 3) -> to
 def test_scores_equal_exact_cosines_and_projection_keeps_their_order(tmp_path):
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))
-    optimizer = adamw(model)
-    train_steps(model, tokenizer, optimizer, steps=3)
-    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
-    moments = load_second_moments(tmp_path / "optimizer.pt", model)
+    _, path = saved_optimizer_state(model, tokenizer, adamw, tmp_path)
+    moments = load_second_moments(path, model)
     queries, corpus = query_examples(tokenizer), corpus_examples(tokenizer)
     train_ids = [example.example_id for example in corpus]
     exact_settings = AttributionSettings(projection_dim=0, curvature=False, optimizer_correction="exact")

@@ -9,7 +9,9 @@ loss is a sum of per-example losses, each example's gradient separates.
 
 Covered: weights of nn.Linear and transformers' GPT-2 Conv1D (weight stored in x out) whose names
 match settings.target_modules, the output head when include_lm_head, the input embedding when
-include_embedding. Not covered: biases, norms and position embeddings.
+include_embedding. Not covered: biases, norms and position embeddings. A weight shared by two
+modules (GPT-2's tied wte/lm_head) gets one block per role, each with its own projection; both
+roles use the shared parameter's optimizer state.
 
 Vectors of projection_dim == 0 are exact flattened gradients in module (out, in) layout (a Conv1D or
 embedding weight is transposed relative to its stored parameter).

@@ -20,6 +20,8 @@ from trackstar_pipeline.attribution.examples import encode_corpus, encode_querie
 from trackstar_pipeline.attribution.gradients import collect_gradients, gradient_dim
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.attribution.scoring import prepare_vectors, top_k_proponents
+from trackstar_pipeline.data.records import load_corpus, load_queries
+from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import AttributionSettings
 
 SCORE_BLOCK = 4096
@@ -33,63 +35,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_model(model_dir: str | Path, device: torch.device):
-    """(model, tokenizer) from a save_pretrained directory with its tokenizer."""
-    try:
-        from trackstar_pipeline.models import load_model
-    except ModuleNotFoundError as error:
-        if error.name != "trackstar_pipeline.models":
-            raise
-        return _load_local_model(model_dir, device)
-    return load_model(str(model_dir), device=device)
-
-
-def _load_local_model(model_dir: str | Path, device: torch.device):
-    """Fallback loader while trackstar_pipeline.models is absent: local directory only, no hub."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model directory {path} has no config.json; pass a save_pretrained directory")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError) as error:
-        raise FileNotFoundError(
-            f"model directory {path} has no usable tokenizer ({error}); save it with tokenizer.save_pretrained(DIR)"
-        ) from error
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
-    return model, tokenizer
-
-
-def _read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
-    return rows
-
-
-def _columns(path: str | Path, names: tuple[str, ...], kind: str) -> dict[str, list]:
-    """The named columns of a corpus or queries file (DATA's loaders when present)."""
-    try:
-        from trackstar_pipeline.data import records
-    except ModuleNotFoundError as error:
-        if error.name != "trackstar_pipeline.data.records":
-            raise
-        records = None
-    if records is not None and hasattr(records, f"load_{kind}"):
-        frame = getattr(records, f"load_{kind}")(str(path)).frame
-        return {name: [str(value) for value in frame[name].to_list()] for name in names}
-    rows = _read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        for name in names:
-            if not isinstance(row.get(name), str):
-                raise ValueError(f"{path} record {number}: '{name}' must be a string")
-    return {name: [row[name] for row in rows] for name in names}
+def _columns(path: str | Path, names: tuple[str, ...], kind: str) -> dict[str, list[str]]:
+    """The named columns of a canonical corpus or queries file (JSONL or Parquet), validated by DATA's loader."""
+    loader = load_corpus if kind == "corpus" else load_queries
+    frame = loader(str(path)).frame
+    return {name: [str(value) for value in frame[name].to_list()] for name in names}
 
 
 def _context_length(model) -> int:
@@ -119,13 +69,13 @@ def score_files(model_dir, corpus_path, queries_path, output_path, settings: Att
                 optimizer_state_path=None, progress: Callable[[str], None] = print) -> dict:
     """Score every query against the corpus and write `{"query_id", "proponents": [{"id", "score"}]}` lines.
 
-    model_dir: save_pretrained directory with its tokenizer. corpus_path / queries_path: canonical
-    JSONL (or Parquet once the data loaders are present). optimizer_state_path: optimizer.pt or
+    model_dir: save_pretrained directory with its tokenizer (local or s3://). corpus_path /
+    queries_path: canonical JSONL or Parquet; bad records are rejected with their file and line. optimizer_state_path: optimizer.pt or
     safetensors second moments; without it gradients are not optimizer-corrected. Returns a summary.
     """
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    model, tokenizer = _load_model(model_dir, device)
+    model, tokenizer = load_model(str(model_dir), device=device)
     dim = gradient_dim(model, settings)
     if settings.curvature:
         check_curvature_dim(dim)
