@@ -1,14 +1,25 @@
 """Proponents per query (TrackStar from the LanceDB table; BM25 baseline) and the evaluation report."""
 
+import base64
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import polars as pl
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import load_inverse_sqrt
+from trackstar_pipeline.assets.loading import (
+    load_checkpoint,
+    load_inverse_sqrt,
+    load_optimizer_moments,
+    local_model_dir,
+)
 from trackstar_pipeline.assets.preview import markdown_table
-from trackstar_pipeline.assets.search import search_table
-from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, VectorStore
+from trackstar_pipeline.assets.search import TableVectors, search_table
+from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
+from trackstar_pipeline.storage import materialize_local
 
 
 def rankings_frame(rankings: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
@@ -27,6 +38,17 @@ def read_rankings(frame: pl.DataFrame) -> dict[str, list[tuple[str, float]]]:
     return rankings
 
 
+def _query_vectors(pipeline: PipelineConfig, object_store: ObjectStoreResource) -> tuple[list[str], np.ndarray]:
+    """Query ids and their unit-norm R^{-1/2} g (Q, d): the same transform the table rows got."""
+    from trackstar_pipeline.attribution.scoring import prepare_vectors
+
+    store = object_store.store
+    query_ids, gradients = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
+    inverse = load_inverse_sqrt(store, object_store.storage_settings())
+    unit = pipeline.settings.attribution.unit_normalize
+    return query_ids, prepare_vectors(torch.from_numpy(gradients), inverse, unit).numpy()  # (Q, d)
+
+
 def _result(uri: str, size: int, frame: pl.DataFrame, extra: dict) -> MaterializeResult:
     return MaterializeResult(metadata={"uri": MetadataValue.url(uri), "bytes": size, "rows": frame.height,
                                        "queries": frame["query_id"].n_unique() if frame.height else 0, **extra,
@@ -37,12 +59,8 @@ def _result(uri: str, size: int, frame: pl.DataFrame, extra: dict) -> Materializ
 def proponents(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
                vector_store: VectorStore) -> MaterializeResult:
     """Top-k training examples per query: unit-norm R^{-1/2} g of the query searched (exactly) in the table."""
-    from trackstar_pipeline.attribution.scoring import prepare_vectors
-
     settings, store = pipeline.settings, object_store.store
-    query_ids, gradients = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
-    inverse = load_inverse_sqrt(store, object_store.storage_settings())
-    vectors = prepare_vectors(torch.from_numpy(gradients), inverse, settings.attribution.unit_normalize).numpy()  # (Q, d)
+    query_ids, vectors = _query_vectors(pipeline, object_store)
     table = vector_store.open_table()
     hits = search_table(table, vectors, settings.evaluation.top_k, exact=True)
     frame = rankings_frame({q: [(h["id"], h["score"]) for h in found] for q, found in zip(query_ids, hits)})
@@ -64,3 +82,65 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
     frame = rankings_frame(scorer.top_k(settings.evaluation.top_k))
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
     return _result(uri, size, frame, {"corpus_rows": corpus.height, "top_k": settings.evaluation.top_k})
+
+
+def _corpus(store, shards: list[str]) -> pl.DataFrame:
+    """The corpus (id, text, facts) as the registered tokenized shards hold it."""
+    frames = [layout.get_parquet(store, layout.tokenized_shard_key(s)) for s in shards]
+    return pl.concat(frames).rename({"example_id": "id"})
+
+
+@asset(group_name="evaluation", kinds={"html", "json"},
+       deps=["proponents", "bm25_proponents", "corpus_shards", "queries", "model_checkpoint", "optimizer_state"])
+def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
+                      vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
+    """MRR, Recall@10 and tail-patch for TrackStar (from the table), its ablations and baselines; report under reports/."""
+    from trackstar_pipeline.data.records import ground_truth
+    from trackstar_pipeline.evaluation.evaluate import evaluate, sample_queries
+    from trackstar_pipeline.evaluation.report import headline_table
+    from trackstar_pipeline.evaluation.scorers import PrecomputedScorer
+    from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
+    from trackstar_pipeline.training.recall import fact_recall
+
+    settings, store, storage = pipeline.settings, object_store.store, object_store.storage_settings()
+    corpus = _corpus(store, sorted(context.instance.get_dynamic_partitions("corpus_shards")))
+    queries_frame = layout.get_parquet(store, layout.QUERIES)
+    model, tokenizer = load_checkpoint(store, storage, device=torch_device.torch_device)
+    manifest = layout.get_json(store, layout.MODEL_MANIFEST)
+    optimizer_path = (materialize_local(store.uri_for(manifest["optimizer_state_key"]), storage)
+                      if manifest.get("optimizer_state_key") else None)
+    try:
+        tailpatch = load_tailpatch_setup(local_model_dir(store, storage), optimizer_path)
+    except (FileNotFoundError, ValueError) as error:
+        context.log.warning(f"tail-patch skipped: {error}")
+        tailpatch = None
+    table = vector_store.open_table()
+    query_ids, vectors = _query_vectors(pipeline, object_store)
+    by_query = dict(zip(query_ids, vectors))
+    rows = TableVectors(table)
+    evaluated = set(sample_queries(queries_frame, settings.evaluation.max_eval_queries, settings.evaluation.seed)["id"])
+    stored = read_rankings(layout.get_parquet(store, layout.PROPONENTS))
+    trackstar = PrecomputedScorer({q: ranking for q, ranking in stored.items() if q in evaluated},
+                                  candidates=lambda query_id, ids: rows.scores(by_query[query_id], ids))
+    recall = fact_recall(model, tokenizer, queries_frame)
+    curvature = layout.get_json(store, layout.CURVATURE_MANIFEST)
+    with tempfile.TemporaryDirectory() as scratch:
+        result = evaluate(
+            corpus, queries_frame, ground_truth(corpus, queries_frame), settings, Path(scratch),
+            model=model, tokenizer=tokenizer, second_moments=load_optimizer_moments(store, storage, model),
+            tailpatch=tailpatch, fact_correct=recall.correct, fact_recall=recall.accuracy,
+            methods={"trackstar": trackstar}, model_info={"source": manifest["source"], "version": manifest["model_version"]},
+            table_version=int(table.version), lambda_used=curvature.get("lambda_used"), progress=context.log.info,
+        )
+        store.upload_dir(Path(scratch), layout.REPORTS)
+        plot = next((p for kind, p in result.files.items() if kind == "metrics_plot"), None)
+        image = f"\n\n![metrics by method](data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()})" if plot else ""
+    headline = headline_table(result.summary)
+    return MaterializeResult(metadata={
+        "uri": MetadataValue.url(store.uri_for(f"{layout.REPORTS}/report.md")),
+        "explorer": MetadataValue.url(store.uri_for(f"{layout.REPORTS}/explorer.html")),
+        "queries": result.summary["n_queries"], "corpus_rows": result.summary["n_corpus"],
+        "fact_recall": recall.accuracy, "table_version": int(table.version),
+        "trackstar_mrr": result.summary["open_set"]["trackstar"]["mrr"],
+        "report": MetadataValue.md(headline + image),
+    })

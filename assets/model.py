@@ -1,5 +1,6 @@
 """The model whose predictions we attribute: imported from a URI or pretrained, with its optimizer state."""
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,11 @@ from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeRe
 from trackstar_pipeline.assets import layout
 from trackstar_pipeline.assets.loading import file_digest, tree_digest
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice
-from trackstar_pipeline.storage import materialize_local
+
+
+def pretrain_workdir(store_uri: str) -> Path:
+    """A per-store scratch folder that survives an interruption, so pretraining resumes from its checkpoint."""
+    return Path(tempfile.gettempdir()) / "trackstar-pretrain" / hashlib.sha256(store_uri.encode()).hexdigest()[:12]
 
 
 @multi_asset(
@@ -27,36 +32,39 @@ def model_training(
     settings = pipeline.settings
     store = object_store.store
     storage = object_store.storage_settings()
-    with tempfile.TemporaryDirectory() as scratch:
-        if settings.training.model_uri is None:
-            from trackstar_pipeline.training import pretrain
+    if settings.training.model_uri is None:
+        from trackstar_pipeline.training.pretrain import pretrain
 
-            corpus = layout.get_parquet(store, layout.CORPUS_SOURCE)
-            result = pretrain(corpus, settings.training, Path(scratch) / "pretrain", progress=context.log.info)
-            model_dir, optimizer_path = Path(result.model_dir), result.optimizer_state_path
-            source, final_lr = "pretrained on corpus_source", float(result.final_learning_rate)
+        corpus = layout.get_parquet(store, layout.CORPUS_SOURCE)
+        result = pretrain(corpus, settings.training, pretrain_workdir(store.uri_for("")), progress=context.log.info)
+        model_dir, optimizer_path = Path(result.model_dir), result.optimizer_state_path
+        source, final_lr = "pretrained on corpus_source", float(result.final_learning_rate)
+    else:
+        from trackstar_pipeline.models import find_optimizer_state, local_model_dir
+
+        model_dir = local_model_dir(settings.training.model_uri, storage)
+        optimizer_path = find_optimizer_state(settings.training.model_uri, settings.training.optimizer_state_uri, storage)
+        source, final_lr = settings.training.model_uri, settings.training.learning_rate
+    store.delete_prefix(layout.MODEL_DIR)
+    store.upload_dir(Path(model_dir), layout.MODEL_DIR)
+    model_version = tree_digest(Path(model_dir))
+    optimizer_key, optimizer_version = None, "none"
+    if optimizer_path is not None:
+        optimizer_path = Path(optimizer_path)
+        if optimizer_path.resolve().is_relative_to(Path(model_dir).resolve()):  # already uploaded with the model
+            optimizer_key = f"{layout.MODEL_DIR}/{optimizer_path.resolve().relative_to(Path(model_dir).resolve()).as_posix()}"
         else:
-            model_dir = materialize_local(settings.training.model_uri, storage)
-            optimizer_uri = settings.training.optimizer_state_uri
-            optimizer_path = materialize_local(optimizer_uri, storage) if optimizer_uri else None
-            source, final_lr = settings.training.model_uri, settings.training.learning_rate
-        store.delete_prefix(layout.MODEL_DIR)
-        store.upload_dir(Path(model_dir), layout.MODEL_DIR)
-        model_version = tree_digest(Path(model_dir))
-        optimizer_key, optimizer_version = None, "none"
-        if optimizer_path is not None:
-            optimizer_path = Path(optimizer_path)
             optimizer_key = layout.OPTIMIZER_STATE + optimizer_path.suffix
             store.put_file(optimizer_key, optimizer_path)
-            optimizer_version = file_digest(optimizer_path)
-        layout.put_json(store, layout.MODEL_MANIFEST, {
-            "source": source,
-            "final_learning_rate": final_lr,
-            "optimizer_state_key": optimizer_key,
-            "model_version": model_version,
-            "optimizer_version": optimizer_version,
-        })
-        model_bytes = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+        optimizer_version = file_digest(optimizer_path)
+    layout.put_json(store, layout.MODEL_MANIFEST, {
+        "source": source,
+        "final_learning_rate": final_lr,
+        "optimizer_state_key": optimizer_key,
+        "model_version": model_version,
+        "optimizer_version": optimizer_version,
+    })
+    model_bytes = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
     yield MaterializeResult(
         asset_key="model_checkpoint",
         data_version=DataVersion(model_version),

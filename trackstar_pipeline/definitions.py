@@ -17,6 +17,7 @@ from dagster import (
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     Definitions,
+    define_asset_job,
     JobDefinition,
     load_assets_from_modules,
     multi_or_in_process_executor,
@@ -52,6 +53,9 @@ def build_resources(settings: PipelineSettings) -> dict[str, object]:
     }
 
 
+all_assets_job = define_asset_job("trackstar_all", selection=AssetSelection.all(),
+                                  description="Every asset; `trackstar run` launches it stage by stage and shard by shard.")
+
 automation_sensor = AutomationConditionSensorDefinition(
     "trackstar_automation",
     target=AssetSelection.all(),
@@ -68,7 +72,7 @@ def build_definitions(settings: PipelineSettings) -> Definitions:
         resources=build_resources(settings),
         schedules=[index.reoptimize_index_schedule],
         sensors=[corpus.corpus_shard_sensor, automation_sensor],
-        jobs=[index.reoptimize_index_job],
+        jobs=[all_assets_job, index.reoptimize_index_job],
         executor=multi_or_in_process_executor,
     )
 
@@ -76,7 +80,7 @@ def build_definitions(settings: PipelineSettings) -> Definitions:
 def job_for_settings(settings_json: str) -> JobDefinition:
     """The all-assets job for a JSON-encoded PipelineSettings (reconstructable in executor subprocesses)."""
     settings = build_dataclass(PipelineSettings, json.loads(settings_json), where="settings_json")
-    return build_definitions(settings).resolve_implicit_global_asset_job_def()
+    return build_definitions(settings).resolve_job_def(all_assets_job.name)
 
 
 defs = build_definitions(settings_from_environment())

@@ -8,9 +8,10 @@ module and definitions.py/cli.py are the only places in trackstar_pipeline/ that
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from trackstar_pipeline.settings import PipelineSettings, settings_to_dict
 from trackstar_pipeline.storage import ObjectStore
@@ -88,6 +89,36 @@ def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequen
         return result.run_id
 
 
+def _materialize_in_new_process(dagster_home: str, settings_json: str, assets: Sequence[str], partition: str,
+                                in_process: bool) -> str:
+    """One shard's run from a fresh process (Dagster's execute_job is not safe to call from threads)."""
+    from dagster import DagsterInstance
+
+    from trackstar_pipeline.settings import PipelineSettings, build_dataclass
+
+    settings = build_dataclass(PipelineSettings, json.loads(settings_json))
+    return materialize_assets(DagsterInstance.from_config(dagster_home), settings, assets, partition, in_process)
+
+
+def materialize_shards(dagster_home: Path, settings: PipelineSettings, assets: Sequence[str], shards: Sequence[str],
+                       parallel: int = 1, in_process: bool = False) -> Iterator[str]:
+    """Runs `assets` for every shard, `parallel` runs at a time (each in its own process); yields shards as they finish."""
+    from dagster import DagsterInstance
+
+    if parallel <= 1:
+        instance = DagsterInstance.from_config(str(Path(dagster_home).resolve()))
+        for shard in shards:
+            materialize_assets(instance, settings, assets, partition=shard, in_process=in_process)
+            yield shard
+        return
+    arguments = (str(Path(dagster_home).resolve()), json.dumps(settings_to_dict(settings)), list(assets))
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_materialize_in_new_process, *arguments, shard, in_process): shard for shard in shards}
+        for future in as_completed(futures):
+            future.result()
+            yield futures[future]
+
+
 def run_pipeline(settings: PipelineSettings, dagster_home: Path = Path(".dagster_home"), progress: Progress = print,
                  parallel_shards: int = 1, in_process: bool = False) -> str:
     """Materializes every asset for every shard; returns the path (or s3:// URI) of the evaluation report."""
@@ -105,15 +136,8 @@ def run_pipeline(settings: PipelineSettings, dagster_home: Path = Path(".dagster
                 progress(f"      {len(shards)} corpus shard(s) registered")
             continue
         progress(f"[{number}/{len(STAGES)}] {title} for {len(shards)} shard(s): {', '.join(assets)}")
-        done = 0
-
-        def one(shard: str) -> str:
-            return materialize_assets(instance, settings, assets, partition=shard, in_process=in_process)
-
-        with ThreadPoolExecutor(max_workers=max(1, parallel_shards)) as pool:
-            for shard, _ in zip(shards, pool.map(one, shards)):
-                done += 1
-                progress(f"      {shard} done ({done}/{len(shards)})")
+        for done, shard in enumerate(materialize_shards(dagster_home, settings, assets, shards, parallel_shards, in_process), 1):
+            progress(f"      {shard} done ({done}/{len(shards)})")
     report = store.uri_for(f"{layout.REPORTS}/report.md")
     return report[len("file://"):] if report.startswith("file://") else report
 

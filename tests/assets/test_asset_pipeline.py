@@ -1,0 +1,148 @@
+"""The whole graph on a tiny configuration: file:// store, re-materialization, parallel shards, automation."""
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from trackstar_pipeline import pipeline_run
+from trackstar_pipeline.assets import layout
+from trackstar_pipeline.assets.corpus import corpus_shard_sensor
+from trackstar_pipeline.assets.index import duplicate_ids
+from trackstar_pipeline.assets.loading import load_sources
+from trackstar_pipeline.definitions import build_definitions, build_resources
+from trackstar_pipeline.resources import VectorStore
+from trackstar_pipeline.settings import StorageSettings
+from trackstar_pipeline.storage import ObjectStore
+
+
+def table_contents(settings) -> dict[str, tuple[str, bytes]]:
+    """example_id -> (shard, float16 vector bytes): what 'the same table' means."""
+    table = VectorStore.for_store(ObjectStore(settings.storage)).open_table().to_arrow()
+    vectors = np.asarray(table["vector"].combine_chunks().flatten(), dtype=np.float16).reshape(table.num_rows, -1)
+    return {i: (s, v.tobytes()) for i, s, v in zip(table["example_id"].to_pylist(), table["shard"].to_pylist(), vectors)}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny):
+    """One full run of the graph on a file:// store; yields (settings, instance, report path)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    settings = tiny(StorageSettings(uri=f"file://{root}/store"))
+    messages: list[str] = []
+    report = pipeline_run.run_pipeline(settings, dagster_home=root / "dagster_home", progress=messages.append, in_process=True)
+    instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
+    yield settings, instance, report, messages
+
+
+def test_every_asset_is_materialized_with_metadata(pipeline):
+    settings, instance, report, messages = pipeline
+    graph = build_definitions(settings).resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert instance.get_latest_materialization_event(key) is not None, f"{key.to_user_string()} never materialized"
+    table_event = instance.get_latest_materialization_event(dg.AssetKey("gradient_table")).asset_materialization
+    assert table_event.metadata["table_version"].value >= 1
+    assert any("shard" in message for message in messages)
+    assert Path(report).name == "report.md"
+
+
+def test_table_holds_every_corpus_row_once_with_unit_norms(pipeline):
+    settings, instance, _, _ = pipeline
+    corpus, _ = load_sources(settings.data)
+    contents = table_contents(settings)
+    assert sorted(contents) == sorted(corpus["id"].to_list())
+    table = VectorStore.for_store(ObjectStore(settings.storage)).open_table()
+    assert duplicate_ids(table) == []
+    vectors = np.stack([np.frombuffer(v, dtype=np.float16).astype(np.float32) for _, v in contents.values()])
+    assert vectors.shape[1] == settings.attribution.projection_dim
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=5e-3)
+    shards = instance.get_dynamic_partitions("corpus_shards")
+    assert len(shards) == 2
+    for shard in shards:
+        size = layout.get_json(ObjectStore(settings.storage), f"{layout.train_gradients_prefix(shard)}/manifest.json")["rows"]
+        assert table.count_rows(f"shard = '{shard}'") == size
+
+
+def test_checks_passed(pipeline):
+    settings, instance, _, _ = pipeline
+    for asset, check in [("gradient_table", "no_duplicate_example_ids"), ("gradient_table", "rows_match_shard"),
+                         ("gradient_table", "norms_finite"), ("projected_gradients", "norms_finite"),
+                         ("curvature_inverse_sqrt", "r_spd_after_damping")]:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=10)
+        assert records, f"{asset}:{check} never ran"
+        assert {r.status.value for r in records} == {"SUCCEEDED"}, f"{asset}:{check}: {[r.status for r in records]}"
+
+
+def test_query_answers_from_the_table_like_the_proponents_asset(pipeline):
+    settings, _, _, _ = pipeline
+    store = ObjectStore(settings.storage)
+    queries = layout.get_parquet(store, layout.QUERIES)
+    proponents = layout.get_parquet(store, layout.PROPONENTS)
+    query_id, prompt, completion = queries.select("id", "prompt", "completion").row(0)
+    found = pipeline_run.query_table(settings, prompt=prompt, completion=completion, k=3)
+    expected = proponents.filter(proponents["query_id"] == query_id).sort("rank").head(3)
+    assert [hit["id"] for hit in found] == expected["example_id"].to_list()
+    np.testing.assert_allclose([hit["score"] for hit in found], expected["score"].to_list(), atol=1e-5)
+    assert all(hit["text"] for hit in found)
+
+
+def test_rematerializing_a_shard_leaves_no_duplicates(pipeline):
+    settings, instance, _, _ = pipeline
+    before = table_contents(settings)
+    shard = sorted(instance.get_dynamic_partitions("corpus_shards"))[0]
+    pipeline_run.materialize_assets(instance, settings, ["gradient_table"], partition=shard, in_process=True)
+    table = VectorStore.for_store(ObjectStore(settings.storage)).open_table()
+    assert duplicate_ids(table) == []
+    assert table_contents(settings) == before
+
+
+@pytest.mark.slow
+def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline):
+    settings, instance, _, _ = pipeline
+    serial = table_contents(settings)
+    VectorStore.for_store(ObjectStore(settings.storage)).connect().drop_table("gradients")
+    shards = sorted(instance.get_dynamic_partitions("corpus_shards"))
+    home = Path(instance.root_directory)
+    finished = list(pipeline_run.materialize_shards(home, settings, ["gradient_table"], shards, parallel=2))
+    assert sorted(finished) == shards
+    assert table_contents(settings) == serial
+
+
+def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
+    settings, instance, _, _ = pipeline
+    store = ObjectStore(settings.storage)
+    corpus, _ = load_sources(settings.data)
+    new_rows = corpus.head(5).with_columns(("new-" + corpus.head(5)["id"]).alias("id"))
+    layout.put_parquet(store, layout.shard_source_key("shard-new"), new_rows)
+
+    defs = build_definitions(settings)
+    # The automation sensor has been ticking before the shard lands: nothing to do yet.
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    resources = build_resources(settings)
+    with dg.build_sensor_context(instance=instance, resources={"object_store": resources["object_store"]}) as context:
+        result = corpus_shard_sensor(context)
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["shard-new"]
+    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    with dg.build_sensor_context(instance=instance, resources={"object_store": resources["object_store"]}) as context:
+        assert not corpus_shard_sensor(context).dynamic_partitions_requests
+
+    materialized = []
+    for _ in range(4):
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = evaluation.cursor
+        requested = {key.to_user_string(): evaluation.get_requested_partitions(key)
+                     for key in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(key)}
+        if not requested:
+            break
+        for asset, partitions in requested.items():
+            assert partitions == {"shard-new"}, f"automation asked for {asset} {partitions}"
+        # What the automation sensor launches: one run per partition with everything requested this tick.
+        pipeline_run.materialize_assets(instance, settings, list(requested), partition="shard-new", in_process=True)
+        materialized.extend(requested)
+    assert sorted(materialized) == ["corpus_shards", "gradient_table", "projected_gradients"]
+    table = VectorStore.for_store(store).open_table()
+    assert table.count_rows("shard = 'shard-new'") == 5
+    assert duplicate_ids(table) == []
