@@ -1,4 +1,4 @@
-"""Shared fixtures: a real S3 server (SeaweedFS `weed mini`) for the s3:// tests."""
+"""Shared fixtures: a real S3 server (SeaweedFS `weed mini`) and a tiny whole-pipeline configuration."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from typing import Iterator
 
 import pytest
 
-from trackstar_pipeline.settings import StorageSettings
+from trackstar_pipeline.settings import (
+    AttributionSettings,
+    DataSettings,
+    EvaluationSettings,
+    PipelineSettings,
+    StorageSettings,
+    TrainingSettings,
+)
 
 # weed mini serves these components; each also listens on port + 10000 (gRPC).
 WEED_COMPONENTS = ("master.port", "volume.port", "filer.port", "s3.port", "admin.port")
@@ -125,3 +132,24 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- a tiny configuration (2 shards, 1-layer model, small d) that runs the whole graph in seconds ---
+
+def tiny_settings(storage: StorageSettings) -> PipelineSettings:
+    """The tiny configuration over a given store."""
+    return PipelineSettings(
+        attribution=AttributionSettings(projection_dim=56, batch_size=16, device="cpu", curvature_train_samples=40),
+        data=DataSettings(n_corpus=48, n_queries=6, shard_size=24),
+        training=TrainingSettings(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, vocab_size=300,
+                                  max_length=32, epochs=1, batch_size=16, checkpoint_every=1000, num_threads=1),
+        evaluation=EvaluationSettings(top_k=5, tailpatch_k=(1,), max_eval_queries=3, projection_dim_sweep=(14, 28),
+                                      closed_set_bm25=5, closed_set_same_completion=5, closed_set_random=5),
+        storage=storage,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny-settings factory (a fixture, so test modules need no package imports)."""
+    return tiny_settings
