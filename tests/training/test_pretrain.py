@@ -117,3 +117,23 @@ def test_adamw_option_saves_full_second_moments(corpus, tmp_path: Path) -> None:
     for index, parameter in enumerate(model.parameters()):
         assert saved["state"][index]["exp_avg_sq"].shape == parameter.shape
     assert json.loads(result.training_state_path.read_text())["optimizer"] == "adamw"
+
+
+def test_epoch_batches_cover_every_row_once_with_similar_lengths() -> None:
+    from trackstar_pipeline.training.pretrain import epoch_batches
+
+    lengths = [(i * 7919) % 23 + 3 for i in range(1000)]
+    batches = epoch_batches(lengths, 32, seed=0, epoch=1)
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    assert len(batches) == 32  # ceil(1000 / 32)
+    assert epoch_batches(lengths, 32, seed=0, epoch=1) == batches != epoch_batches(lengths, 32, seed=0, epoch=2)
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    assert padded < 1.15 * sum(lengths)  # sorting within windows keeps padding small
+
+
+def test_a_finished_run_is_not_trained_again(corpus, finished) -> None:
+    result, _ = finished
+    lines: list[str] = []
+    again = pretrain(corpus, TINY, result.model_dir.parent, progress=lines.append)
+    assert lines == [f"already trained: {result.model_dir} matches this corpus and these settings"]
+    assert (again.steps, again.final_learning_rate, again.final_loss) == (result.steps, result.final_learning_rate, result.final_loss)

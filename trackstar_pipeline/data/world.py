@@ -19,6 +19,7 @@ from trackstar_pipeline.data.fact_corpus import (
     render_corpus,
     sample_queries,
 )
+from trackstar_pipeline.data.wikidata import build_wikidata_world  # noqa: F401  (the contract names both here)
 
 QUERY_FRAMING = "According to the archive, "
 """The queries' lead-in, never used in the corpus, so a query is not a copy of any corpus sentence."""

@@ -109,10 +109,20 @@ def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
     return input_ids, attention, labels
 
 
-def _epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
-    """Shuffle of one epoch, a pure function of (seed, epoch) so a resumed run sees the same batches."""
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches, a pure function of (seed, epoch) so a resumed run sees the same ones.
+
+    Rows are shuffled, then sorted by length within windows of 50 batches so a batch holds rows of
+    similar length (little padding to compute on), and the batches are shuffled again.
+    """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n_rows, generator=generator).tolist()
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    window = 50 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
@@ -159,6 +169,10 @@ def pretrain(
         torch.set_num_threads(settings.num_threads)
     key = fingerprint(corpus, settings)
 
+    finished = _finished_run(model_dir, log_path, key, started)
+    if finished is not None and not checkpoint_path.is_file():
+        progress(f"already trained: {model_dir} matches this corpus and these settings")
+        return finished
     if not checkpoint_path.is_file() and model_dir.exists():
         # A fresh run never reuses a tokenizer left by some other run.
         for stale in model_dir.iterdir():
@@ -167,7 +181,8 @@ def pretrain(
     rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
     model = build_model(settings, tokenizer)
     optimizer = build_optimizer(model, settings)
-    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
+    lengths = [len(row) for row in rows]
+    steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
     total_steps = settings.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, settings))
 
@@ -187,6 +202,7 @@ def pretrain(
         progress(f"resuming from step {step} of {total_steps} ({checkpoint_path})")
     _truncate_log(log_path, step)
 
+    start_step = step
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
@@ -198,8 +214,9 @@ def pretrain(
     with log_path.open("a") as log:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
-            order = _epoch_order(len(rows), settings.seed, epoch)
-            indices = order[offset * settings.batch_size : (offset + 1) * settings.batch_size]
+            if offset == 0 or step == start_step:
+                batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+            indices = batches[offset]
             input_ids, attention, labels = _batch([rows[i] for i in indices], tokenizer.pad_token_id)
             loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
             loss.backward()
@@ -242,7 +259,7 @@ def pretrain(
     optimizer_path = model_dir / OPTIMIZER_FILE
     _save_atomic(optimizer.state_dict(), optimizer_path)
     state_path = model_dir / TRAINING_STATE_FILE
-    state_path.write_text(
+    _write_atomic_text(
         json.dumps(
             {
                 "final_learning_rate": final_learning_rate,
@@ -255,7 +272,8 @@ def pretrain(
                 "fingerprint": key,
             },
             indent=2,
-        )
+        ),
+        state_path,
     )
     checkpoint_path.unlink(missing_ok=True)
     return PretrainResult(
@@ -267,6 +285,33 @@ def pretrain(
         final_loss=loss_value,
         steps=step,
         parameters=parameters,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_atomic_text(text: str, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _finished_run(model_dir: Path, log_path: Path, key: str, started: float) -> PretrainResult | None:
+    """The result of a completed run with the same fingerprint in model_dir, else None."""
+    state_path = model_dir / TRAINING_STATE_FILE
+    if not state_path.is_file() or not (model_dir / OPTIMIZER_FILE).is_file():
+        return None
+    state = json.loads(state_path.read_text())
+    if state.get("fingerprint") != key:
+        return None
+    return PretrainResult(
+        model_dir=model_dir,
+        optimizer_state_path=model_dir / OPTIMIZER_FILE,
+        training_state_path=state_path,
+        log_path=log_path,
+        final_learning_rate=state["final_learning_rate"],
+        final_loss=state["final_loss"],
+        steps=state["step"],
+        parameters=state["parameters"],
         seconds=time.perf_counter() - started,
     )
 
