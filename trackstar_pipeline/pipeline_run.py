@@ -71,7 +71,7 @@ def register_shards(instance: Any, store: ObjectStore) -> list[str]:
 
 
 def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequence[str], partition: str | None = None,
-                       in_process: bool = False) -> Any:
+                       in_process: bool = False, log_level: str = "INFO") -> Any:
     """One run of the code location's asset job for the given assets (and shard)."""
     from dagster import AssetKey, build_reconstructable_job, execute_job
 
@@ -79,7 +79,8 @@ def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequen
                                     reconstructable_args=(json.dumps(settings_to_dict(settings)),))
     executor = {"in_process": {}} if in_process else {"multiprocess": {}}
     tags = {"dagster/partition": partition} if partition else {}
-    with execute_job(job, instance, run_config={"execution": {"config": executor}}, tags=tags,
+    run_config = {"execution": {"config": executor}, "loggers": {"console": {"config": {"log_level": log_level}}}}
+    with execute_job(job, instance, run_config=run_config, tags=tags,
                      asset_selection=[AssetKey(name) for name in assets]) as result:
         if not result.success:
             failures = [event.event_specific_data.error.message.strip()

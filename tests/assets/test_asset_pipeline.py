@@ -146,3 +146,18 @@ def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
     table = VectorStore.for_store(store).open_table()
     assert table.count_rows("shard = 'shard-new'") == 5
     assert duplicate_ids(table) == []
+
+
+def test_new_checkpoint_makes_every_shard_due_again(pipeline):
+    """Runs last: it records a fake new checkpoint in the module's instance."""
+    settings, instance, _, _ = pipeline
+    store = ObjectStore(settings.storage)
+    event = instance.get_latest_materialization_event(dg.AssetKey("model_checkpoint")).asset_materialization
+    assert event.tags["dagster/data_version"] == layout.get_json(store, layout.MODEL_MANIFEST)["model_version"]
+    defs = build_definitions(settings)
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("model_checkpoint", tags={"dagster/data_version": "new-weights"}))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    shards = set(instance.get_dynamic_partitions("corpus_shards"))
+    assert result.get_requested_partitions(dg.AssetKey("corpus_shards")) == shards
