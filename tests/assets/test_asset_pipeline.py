@@ -107,6 +107,16 @@ def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline):
     finished = list(pipeline_run.materialize_shards(home, settings, ["gradient_table"], shards, parallel=2))
     assert sorted(finished) == shards
     assert table_contents(settings) == serial
+    # The lancedb pool (limit 1) kept the two runs' writers from overlapping.
+    runs = instance.get_runs(limit=2)
+    assert {run.tags["dagster/partition"] for run in runs} == set(shards)
+    spans = []
+    for run in runs:
+        times = {entry.dagster_event.event_type_value: entry.timestamp for entry in instance.all_logs(run.run_id)
+                 if entry.dagster_event and entry.dagster_event.step_key == "gradient_table"}
+        spans.append((times["STEP_START"], times["STEP_SUCCESS"]))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], f"gradient_table steps overlapped: {spans}"
 
 
 def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
