@@ -101,6 +101,9 @@ class TrainingSettings:
     """torch CPU threads while pretraining; 0 uses every core."""
     log_every: int = 20
     """Steps between progress lines (step, loss, examples/s, ETA)."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Autocast dtype of the forward pass; auto picks bfloat16 on CPUs with AMX/AVX512-BF16 (about 2x
+    faster there) and float32 elsewhere. Weights and optimizer state stay float32 either way."""
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,11 @@ def test_a_finished_run_is_not_trained_again(corpus, finished) -> None:
     again = pretrain(corpus, TINY, result.model_dir.parent, progress=lines.append)
     assert lines == [f"already trained: {result.model_dir} matches this corpus and these settings"]
     assert (again.steps, again.final_learning_rate, again.final_loss) == (result.steps, result.final_learning_rate, result.final_loss)
+
+
+def test_precision_setting_picks_the_autocast_dtype() -> None:
+    from trackstar_pipeline.training.pretrain import autocast_dtype, cpu_has_fast_bfloat16
+
+    assert autocast_dtype(replace(TINY, precision="float32")) is None
+    assert autocast_dtype(replace(TINY, precision="bfloat16")) is torch.bfloat16
+    assert autocast_dtype(replace(TINY, precision="auto")) is (torch.bfloat16 if cpu_has_fast_bfloat16() else None)

@@ -149,6 +149,22 @@ def _load_or_train_tokenizer(corpus: pl.DataFrame, settings: TrainingSettings, m
     return tokenizer
 
 
+def cpu_has_fast_bfloat16() -> bool:
+    """True on x86 CPUs with AMX or AVX512-BF16, where bfloat16 matmuls beat float32 by a wide margin."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_dtype(settings: TrainingSettings) -> torch.dtype | None:
+    """The forward pass's autocast dtype on CPU, or None for plain float32."""
+    if settings.precision == "bfloat16" or (settings.precision == "auto" and cpu_has_fast_bfloat16()):
+        return torch.bfloat16
+    return None
+
+
 def _format_eta(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -203,10 +219,12 @@ def pretrain(
     _truncate_log(log_path, step)
 
     start_step = step
+    dtype = autocast_dtype(settings)
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
-        f"{len(rows)} rows, {settings.epochs} epochs, {total_steps} steps on {torch.get_num_threads()} threads"
+        f"{len(rows)} rows, {settings.epochs} epochs, {total_steps} steps on {torch.get_num_threads()} threads, "
+        f"{'bfloat16 autocast' if dtype is not None else 'float32'}"
     )
     model.train()
     loss_value = float("nan")
@@ -218,7 +236,8 @@ def pretrain(
                 batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
             indices = batches[offset]
             input_ids, attention, labels = _batch([rows[i] for i in indices], tokenizer.pad_token_id)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
             loss.backward()
             if settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
