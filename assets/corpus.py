@@ -1,5 +1,7 @@
 """The corpus and queries: the source split into shard files, tokenized shards, and the shard sensor."""
 
+import re
+
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -21,6 +23,10 @@ from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore
 
 
+GENERATED_SHARD = re.compile(r"shard-\d{5}")
+"""Names corpus_source gives its shard files; other files in corpus/sources/ are the user's."""
+
+
 @asset(group_name="data", kinds={"parquet"})
 def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """The whole corpus (from corpus_uri or the seeded world), also split into per-shard landing files."""
@@ -30,6 +36,9 @@ def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, obje
     shards = split_into_shards(corpus, pipeline.settings.data.shard_size)
     for shard, frame in shards.items():
         layout.put_parquet(store, layout.shard_source_key(shard), frame)
+    stale = [key for key in discover_shards(store) if GENERATED_SHARD.fullmatch(key) and key not in shards]
+    for key in stale:  # left by an earlier split into more shards; the sensor unregisters them
+        store.delete_prefix(layout.shard_source_key(key))
     context.log.info(f"corpus: {corpus.height} rows in {len(shards)} shards under {store.uri_for(layout.SHARD_SOURCES)}")
     return MaterializeResult(
         metadata={
@@ -37,6 +46,7 @@ def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, obje
             "rows": corpus.height,
             "bytes": size,
             "shards": len(shards),
+            "stale_shard_files_removed": len(stale),
             "shard_sizes": MetadataValue.json({k: v.height for k, v in shards.items()}),
             "preview": MetadataValue.md(markdown_table(corpus.select("id", "text"))),
         }
@@ -103,12 +113,22 @@ def discover_shards(store: ObjectStore) -> list[str]:
     return sorted(key for key in keys if key is not None)
 
 
+def shard_changes(known: set[str], found: list[str]) -> tuple[list[str], list[str]]:
+    """(new, gone): shard files not yet registered, and registered shards whose file was removed."""
+    return [key for key in found if key not in known], sorted(known - set(found))
+
+
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
 def corpus_shard_sensor(context: SensorEvaluationContext, object_store: ObjectStoreResource) -> SensorResult:
-    """Registers a corpus_shards partition for every new shard file that lands in corpus/sources/."""
+    """Registers a corpus_shards partition for every new shard file in corpus/sources/ (and drops removed ones)."""
     known = set(context.instance.get_dynamic_partitions(corpus_shards_partitions.name))
-    new = [key for key in discover_shards(object_store.store) if key not in known]
-    if not new:
-        return SensorResult(skip_reason="no new shard files under corpus/sources/")
-    context.log.info(f"registering {len(new)} new shard(s): {new}")
-    return SensorResult(dynamic_partitions_requests=[corpus_shards_partitions.build_add_request(new)])
+    new, gone = shard_changes(known, discover_shards(object_store.store))
+    if not new and not gone:
+        return SensorResult(skip_reason="no new or removed shard files under corpus/sources/")
+    context.log.info(f"registering {len(new)} new shard(s): {new}; removing {len(gone)}: {gone}")
+    requests = []
+    if new:
+        requests.append(corpus_shards_partitions.build_add_request(new))
+    if gone:
+        requests.append(corpus_shards_partitions.build_delete_request(gone))
+    return SensorResult(dynamic_partitions_requests=requests)

@@ -75,7 +75,9 @@ def gradient_table(context: AssetExecutionContext, pipeline: PipelineConfig, obj
     rows = table_rows(ids, shard, [texts[i] for i in ids], vectors)
     stored = np.asarray(rows["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(len(ids), -1)  # (N, d)
     norms = np.linalg.norm(stored, axis=1)
-    table = vector_store.open_or_create_table(rows.schema)
+    table, recreated = vector_store.open_or_create_table(rows.schema)
+    if recreated:
+        context.log.warning(f"{vector_store.table_name}: schema changed (d={vectors.shape[1]}); the table was recreated empty")
     result = (table.merge_insert("example_id").when_matched_update_all().when_not_matched_insert_all()
               .when_not_matched_by_source_delete(f"shard = '{shard}'").execute(rows))
     shard_rows, duplicates = table.count_rows(f"shard = '{shard}'"), duplicate_ids(table)
@@ -103,6 +105,10 @@ def gradient_index(context: AssetExecutionContext, vector_store: VectorStore) ->
     from lancedb.index import IvfFlat, IvfPq
 
     table = vector_store.open_table()
+    shards = sorted(context.instance.get_dynamic_partitions(corpus_shards_partitions.name))
+    before = table.count_rows()
+    if shards:  # rows of shards that were removed from the corpus
+        table.delete("shard NOT IN (" + ", ".join(f"'{shard}'" for shard in shards) + ")")
     rows, dim = table.count_rows(), table.schema.field("vector").type.list_size
     index = "none (exact search)"
     if rows >= ANN_MIN_ROWS:
@@ -114,7 +120,7 @@ def gradient_index(context: AssetExecutionContext, vector_store: VectorStore) ->
             table.create_index("vector", config=IvfFlat(distance_type="dot", num_partitions=partitions), replace=True)
             index = f"IVF_FLAT ({partitions} partitions)"
     table.optimize(cleanup_older_than=timedelta(days=7))
-    return MaterializeResult(metadata={"uri": vector_store.uri, "rows": rows, "dim": dim, "index": index,
+    return MaterializeResult(metadata={"uri": vector_store.uri, "rows": rows, "pruned_rows": before - rows, "dim": dim, "index": index,
                                        "table_version": int(table.version)})
 
 

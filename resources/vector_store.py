@@ -37,8 +37,16 @@ class VectorStore(ConfigurableResource):
                 f"LanceDB table {self.table_name!r} not found at {self.uri}; materialize gradient_table first"
             ) from error
 
-    def open_or_create_table(self, schema: pa.Schema) -> Any:
-        return self.connect().create_table(self.table_name, schema=schema, exist_ok=True)
+    def open_or_create_table(self, schema: pa.Schema) -> tuple[Any, bool]:
+        """(table, recreated): a table whose schema differs (e.g. a new projection dim) is replaced, empty."""
+        db = self.connect()
+        try:
+            table = db.create_table(self.table_name, schema=schema, exist_ok=True)
+        except ValueError:  # exists with another schema
+            return db.create_table(self.table_name, schema=schema, mode="overwrite"), True
+        if table.schema.equals(schema):
+            return table, False
+        return db.create_table(self.table_name, schema=schema, mode="overwrite"), True
 
 
 def gradient_table_schema(dim: int) -> pa.Schema:

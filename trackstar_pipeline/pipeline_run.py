@@ -58,16 +58,17 @@ def prepare_instance(settings: PipelineSettings, dagster_home: Path) -> Any:
 
 
 def register_shards(instance: Any, store: ObjectStore) -> list[str]:
-    """Adds a corpus_shards partition for every shard file in the landing zone; returns all shard keys."""
-    from trackstar_pipeline.assets.corpus import discover_shards
+    """What the shard sensor does, applied now: add partitions for new shard files, drop removed ones."""
+    from trackstar_pipeline.assets.corpus import discover_shards, shard_changes
     from trackstar_pipeline.assets.partitions import corpus_shards_partitions
 
     found = discover_shards(store)
-    known = set(instance.get_dynamic_partitions(corpus_shards_partitions.name))
-    new = [key for key in found if key not in known]
+    new, gone = shard_changes(set(instance.get_dynamic_partitions(corpus_shards_partitions.name)), found)
     if new:
         instance.add_dynamic_partitions(corpus_shards_partitions.name, new)
-    return sorted(known | set(found))
+    for key in gone:
+        instance.delete_dynamic_partition(corpus_shards_partitions.name, key)
+    return found
 
 
 def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequence[str], partition: str | None = None,

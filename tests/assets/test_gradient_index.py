@@ -13,7 +13,7 @@ def _table(tmp_path, rows: int, dim: int = 16) -> tuple[VectorStore, np.ndarray]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # (N, d) unit rows
     store = VectorStore(uri=str(tmp_path / "lancedb"))
     data = table_rows([f"e{i}" for i in range(rows)], "shard-00000", [f"text {i}" for i in range(rows)], vectors)
-    store.open_or_create_table(data.schema).add(data)
+    store.open_or_create_table(data.schema)[0].add(data)
     return store, vectors
 
 

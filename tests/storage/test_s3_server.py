@@ -24,7 +24,8 @@ def test_lancedb_table_on_s3_answers_a_dot_query(s3_server):
     store = ObjectStore(s3_server.storage("lance"))
     vectors = VectorStore.for_store(store)
     schema = pa.schema([("example_id", pa.string()), ("vector", pa.list_(pa.float16(), 4))])
-    table = vectors.open_or_create_table(schema)
+    table, recreated = vectors.open_or_create_table(schema)
+    assert not recreated
     data = np.eye(4, dtype=np.float16)
     table.add(pa.table({"example_id": ["e0", "e1", "e2", "e3"],
                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel(), pa.float16()), 4)}, schema=schema))
