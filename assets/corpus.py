@@ -31,7 +31,9 @@ GENERATED_SHARD = re.compile(r"shard-\d{5}")
 def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """The whole corpus (from corpus_uri or the seeded world), also split into per-shard landing files."""
     store = object_store.store
-    corpus, _ = load_sources(pipeline.settings.data)
+    corpus, _, skipped = load_sources(pipeline.settings.data, object_store.storage_settings())
+    for line in skipped:
+        context.log.warning(f"skipped record: {line}")
     uri, size = layout.put_parquet(store, layout.CORPUS_SOURCE, corpus)
     shards = split_into_shards(corpus, pipeline.settings.data.shard_size)
     for shard, frame in shards.items():
@@ -47,6 +49,7 @@ def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, obje
             "bytes": size,
             "shards": len(shards),
             "stale_shard_files_removed": len(stale),
+            "skipped_records": len(skipped),
             "shard_sizes": MetadataValue.json({k: v.height for k, v in shards.items()}),
             "preview": MetadataValue.md(markdown_table(corpus.select("id", "text"))),
         }
@@ -56,7 +59,7 @@ def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, obje
 @asset(group_name="data", kinds={"parquet"})
 def queries(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """The attribution queries (prompt + completion), stored once for every later stage."""
-    _, frame = load_sources(pipeline.settings.data)
+    _, frame, _ = load_sources(pipeline.settings.data, object_store.storage_settings())
     uri, size = layout.put_parquet(object_store.store, layout.QUERIES, frame)
     return MaterializeResult(
         metadata={

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,35 +13,30 @@ from trackstar_pipeline.settings import DataSettings, StorageSettings
 from trackstar_pipeline.storage import ObjectStore, materialize_local
 
 
-def load_sources(data: DataSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(corpus, queries) from the configured URIs, or the seeded fact world when none is given."""
+def load_sources(data: DataSettings, storage: StorageSettings | None = None) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(corpus, queries, skipped records) from the configured URIs, or the seeded fact world when none is given."""
     from trackstar_pipeline.data import records, world
 
-    if data.corpus_uri is None or data.queries_uri is None:
+    if (data.corpus_uri is None) != (data.queries_uri is None):
+        given, missing = ("corpus_uri", "queries_uri") if data.corpus_uri else ("queries_uri", "corpus_uri")
+        raise ValueError(f"data.{given} is set but data.{missing} is not; give both (--corpus and --queries) "
+                         "or neither (the embedded fact world)")
+    if data.corpus_uri is None:
         if data.world == "wikidata":
             if not data.wikidata_path:
                 raise ValueError("data.world='wikidata' needs data.wikidata_path (the S-TEST/LAMA folder)")
-            corpus, queries = world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed)
-        else:
-            corpus, queries = world.generate_fact_world(data.n_corpus, data.n_queries, data.world_seed)
-    if data.corpus_uri is not None:
-        corpus = records.load_corpus(data.corpus_uri, on_bad_record=data.bad_records).frame
-    if data.queries_uri is not None:
-        queries = records.load_queries(data.queries_uri, on_bad_record=data.bad_records).frame
-    return corpus, queries
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}"
+            return (*world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed), [])
+        return (*world.generate_fact_world(data.n_corpus, data.n_queries, data.world_seed), [])
+    corpus = records.load_corpus(data.corpus_uri, on_bad_record=data.bad_records, storage=storage)
+    queries = records.load_queries(data.queries_uri, on_bad_record=data.bad_records, storage=storage)
+    return corpus.frame, queries.frame, corpus.skipped + queries.skipped
 
 
 def split_into_shards(corpus: pl.DataFrame, shard_size: int) -> dict[str, pl.DataFrame]:
-    """Stable assignment (DATA's hash of the example id) into ceil(N / shard_size) shards."""
-    from trackstar_pipeline.data.shards import shard_of
+    """Stable assignment (DATA's hash of the example id) into about N / shard_size shards, keyed by shard name."""
+    from trackstar_pipeline.data.shards import n_shards_for, shard_name, shard_of
 
-    if shard_size <= 0:
-        raise ValueError(f"data.shard_size={shard_size}; it must be a positive number of rows")
-    n_shards = max(1, math.ceil(corpus.height / shard_size))
+    n_shards = n_shards_for(corpus.height, shard_size)
     assigned = corpus.with_columns(
         pl.Series("shard", [shard_name(shard_of(i, n_shards)) for i in corpus["id"].to_list()], dtype=pl.String)
     )

@@ -48,7 +48,7 @@ def test_every_asset_is_materialized_with_metadata(pipeline):
 
 def test_table_holds_every_corpus_row_once_with_unit_norms(pipeline):
     settings, instance, _, _ = pipeline
-    corpus, _ = load_sources(settings.data)
+    corpus, _, _ = load_sources(settings.data)
     contents = table_contents(settings)
     assert sorted(contents) == sorted(corpus["id"].to_list())
     table = VectorStore.for_store(ObjectStore(settings.storage)).open_table()
@@ -122,7 +122,7 @@ def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline):
 def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
     settings, instance, _, _ = pipeline
     store = ObjectStore(settings.storage)
-    corpus, _ = load_sources(settings.data)
+    corpus, _, _ = load_sources(settings.data)
     new_rows = corpus.head(5).with_columns(("new-" + corpus.head(5)["id"]).alias("id"))
     layout.put_parquet(store, layout.shard_source_key("shard-new"), new_rows)
 
