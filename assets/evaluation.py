@@ -90,7 +90,7 @@ def _corpus(store, shards: list[str]) -> pl.DataFrame:
     return pl.concat(frames).rename({"example_id": "id"})
 
 
-@asset(group_name="evaluation", kinds={"html", "json"},
+@asset(group_name="evaluation", kinds={"html", "json"}, pool="gpu",
        deps=["proponents", "bm25_proponents", "corpus_shards", "queries", "model_checkpoint", "optimizer_state"])
 def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
                       vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
