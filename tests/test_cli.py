@@ -47,3 +47,26 @@ def test_missing_model_dir_is_one_readable_line(tmp_path, capsys) -> None:
     error = capsys.readouterr().err
     assert error.startswith("trackstar: error:") and "no-model" in error
     assert "Traceback" not in error
+
+
+def test_run_materializes_the_graph_and_prints_the_headline(tmp_path, tiny, monkeypatch, capsys) -> None:
+    """`trackstar run` on a tiny config: the report exists and its metrics table is printed."""
+    import json
+
+    import yaml
+
+    from trackstar_pipeline.settings import StorageSettings, settings_to_dict
+
+    settings = tiny(StorageSettings(uri=(tmp_path / "store").as_uri()))
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings_to_dict(settings)))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--config", str(config), "--dagster-home", str(tmp_path / "home")]) == 0
+    printed = capsys.readouterr().out
+    report = tmp_path / "store" / "reports" / "report.md"
+    assert f"evaluation report: {report}" in printed
+    summary = json.loads((tmp_path / "store" / "reports" / "evaluation.json").read_text())
+    for method in ("trackstar", "bm25", "random"):
+        mrr = summary["open_set"][method]["mrr"]
+        assert f"| {method} | {mrr:.3f} |" in printed
+    assert (tmp_path / "home" / "trackstar_settings.json").is_file()

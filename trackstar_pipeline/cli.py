@@ -97,9 +97,24 @@ def _command_run(args: argparse.Namespace) -> int:
         settings,
         dagster_home=args.dagster_home,
         progress=lambda message: print(message, flush=True),
+        parallel_shards=args.parallel_shards,
+        in_process=args.executor == "in-process",
     )
-    print(f"evaluation report: {report_path}")
+    print()
+    print(_headline(settings))
+    print(f"\nevaluation report: {report_path}")
+    print(f"explore the runs and lineage: DAGSTER_HOME={args.dagster_home.resolve()} dagster dev")
     return 0
+
+
+def _headline(settings: PipelineSettings) -> str:
+    """The headline metrics table of the report `trackstar run` just wrote."""
+    from trackstar_pipeline.assets.layout import REPORTS
+    from trackstar_pipeline.evaluation.report import headline_table
+    from trackstar_pipeline.storage import ObjectStore
+
+    summary = json.loads(ObjectStore(settings.storage).get_bytes(f"{REPORTS}/evaluation.json"))
+    return headline_table(summary)
 
 
 def _command_query(args: argparse.Namespace) -> int:
@@ -134,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--optimizer-state", help="optimizer state URI for --model")
     run.add_argument("--storage", help="store URI: file://./.trackstar (default) or s3://bucket/prefix")
     run.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"), help="persistent DAGSTER_HOME")
+    run.add_argument("--executor", choices=["in-process", "multiprocess"], default="in-process",
+                     help="in-process (fastest on one machine) or multiprocess (a process per step)")
+    run.add_argument("--parallel-shards", type=int, default=1, help="shard runs launched at once")
     _add_attribution_flags(run)
     run.set_defaults(handler=_command_run)
 
