@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda,
-                                                      curvature_inverse_sqrt, load_curvature, mix_curvature,
-                                                      save_curvature)
+                                                      curvature_inverse_sqrt, inverse_sqrt_from_gradients,
+                                                      load_curvature, mix_curvature, save_curvature)
+from trackstar_pipeline.settings import AttributionSettings
 
 
 def _matrix_with_eigenvalues(values: torch.Tensor, seed: int) -> torch.Tensor:
@@ -68,3 +71,19 @@ def test_save_and_load_round_trip(tmp_path):
 def test_refuses_a_dense_r_that_is_too_large():
     with pytest.raises(CurvatureTooLargeError, match="--no-curvature.*--projection-dim"):
         CurvatureAccumulator(100_000)
+
+
+def test_inverse_sqrt_from_gradients_samples_the_corpus_and_mixes_with_the_queries():
+    generator = torch.Generator().manual_seed(5)
+    corpus, queries = torch.randn(40, 6, generator=generator), torch.randn(9, 6, generator=generator)
+    settings = AttributionSettings(projection_dim=6, lambda_mix=0.7, damping=0.01, curvature_train_samples=15,
+                                   projection_seed=3)
+    lines: list[str] = []
+    inverse, used = inverse_sqrt_from_gradients(corpus, queries, settings, lines.append)
+    sample = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:15]
+    r_train = corpus[sample].double().T @ corpus[sample].double() / 15
+    r_eval = queries.double().T @ queries.double() / 9
+    expected = curvature_inverse_sqrt(0.7 * r_eval + 0.3 * r_train, 0.01)
+    assert used == 0.7 and torch.allclose(inverse, expected, atol=1e-5)
+    assert lines == ["curvature from 15 corpus and 9 query gradients, lambda=0.7000"]
+    assert inverse_sqrt_from_gradients(corpus, queries, replace(settings, curvature=False)) == (None, None)

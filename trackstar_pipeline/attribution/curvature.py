@@ -7,9 +7,11 @@ projected) gradients, accumulated in float64 one batch at a time. Scores use R^{
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
+
+from trackstar_pipeline.settings import AttributionSettings
 
 MAX_DENSE_CURVATURE_DIM = 16384
 """Above this d a dense (d, d) float64 R (2 GiB at 16384) is refused rather than attempted."""
@@ -97,6 +99,27 @@ def curvature_inverse_sqrt(matrix: torch.Tensor, damping: float) -> torch.Tensor
         raise ValueError("the curvature is singular and damping is 0; set damping > 0")
     inverse_roots = (eigenvalues + shift).rsqrt()  # (d,)
     return ((eigenvectors * inverse_roots) @ eigenvectors.T).float()  # (d, d)
+
+
+def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
+                                settings: AttributionSettings, progress: Callable[[str], None] | None = None,
+                                ) -> tuple[torch.Tensor | None, float | None]:
+    """(R^{-1/2}, lambda used) from in-memory gradients: R_train over a seeded corpus sample, R_eval over the queries.
+
+    corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients. (None, None) when
+    settings.curvature is off. `progress` gets one line naming the sample sizes and lambda.
+    """
+    if not settings.curvature:
+        return None, None
+    generator = torch.Generator().manual_seed(settings.projection_seed)
+    sample = torch.randperm(corpus_vectors.shape[0], generator=generator)[: settings.curvature_train_samples]  # (S,)
+    r_train, r_eval = CurvatureAccumulator(corpus_vectors.shape[1]), CurvatureAccumulator(query_vectors.shape[1])
+    r_train.update(corpus_vectors[sample])  # (S, d)
+    r_eval.update(query_vectors)  # (Q, d)
+    mixed, used = mix_curvature(r_eval.mean(), r_train.mean(), settings.lambda_mix, settings.lambda_auto_component)
+    if progress is not None:
+        progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients, lambda={used:.4f}")
+    return curvature_inverse_sqrt(mixed, settings.damping), used
 
 
 def save_curvature(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -219,8 +219,9 @@ class _HookSet:
             handle.remove()
 
 
-def _pad(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device):
-    """Right-padded ids (B, T), attention mask (B, T) and loss-target mask (B, T-1)."""
+def pad_batch(examples: Sequence[TokenizedExample], pad_id: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T), attention mask (B, T) and loss-target mask (B, T-1): one batch layout for every forward."""
     length = max(len(example.input_ids) for example in examples)
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), length), dtype=torch.long)
@@ -263,7 +264,7 @@ def collect_gradients(model: nn.Module, examples: Sequence[TokenizedExample], se
         try:
             for start in range(0, len(order), settings.batch_size):
                 rows = order[start: start + settings.batch_size]
-                ids, attention, targets = _pad([examples[i] for i in rows], pad_id, device)
+                ids, attention, targets = pad_batch([examples[i] for i in rows], pad_id, device)
                 hooks.mask = attention[:, :, None]  # (B, T, 1)
                 example_losses(model, ids, attention, targets).sum().backward()
                 result[torch.tensor(rows)] = hooks.take().cpu()

@@ -14,8 +14,7 @@ from typing import Callable
 
 import torch
 
-from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, check_curvature_dim,
-                                                      curvature_inverse_sqrt, mix_curvature)
+from trackstar_pipeline.attribution.curvature import check_curvature_dim, inverse_sqrt_from_gradients
 from trackstar_pipeline.attribution.examples import encode_corpus, encode_queries
 from trackstar_pipeline.attribution.gradients import collect_gradients, gradient_dim
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
@@ -50,21 +49,6 @@ def _context_length(model) -> int:
     raise ValueError("the model config has no max_position_embeddings; set attribution.max_length")
 
 
-def _inverse_sqrt(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor, settings: AttributionSettings,
-                  progress: Callable[[str], None]) -> tuple[torch.Tensor | None, float | None]:
-    """R^{-1/2} from a seeded sample of corpus gradients (R_train) and the query gradients (R_eval)."""
-    if not settings.curvature:
-        return None, None
-    generator = torch.Generator().manual_seed(settings.projection_seed)
-    sample = torch.randperm(corpus_vectors.shape[0], generator=generator)[: settings.curvature_train_samples]
-    r_train, r_eval = CurvatureAccumulator(corpus_vectors.shape[1]), CurvatureAccumulator(query_vectors.shape[1])
-    r_train.update(corpus_vectors[sample])
-    r_eval.update(query_vectors)
-    mixed, used = mix_curvature(r_eval.mean(), r_train.mean(), settings.lambda_mix, settings.lambda_auto_component)
-    progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients, lambda={used:.4f}")
-    return curvature_inverse_sqrt(mixed, settings.damping), used
-
-
 def score_files(model_dir, corpus_path, queries_path, output_path, settings: AttributionSettings, top_k: int,
                 optimizer_state_path=None, progress: Callable[[str], None] = print) -> dict:
     """Score every query against the corpus and write `{"query_id", "proponents": [{"id", "score"}]}` lines.
@@ -97,7 +81,7 @@ def score_files(model_dir, corpus_path, queries_path, output_path, settings: Att
 
     query_vectors = collect_gradients(model, query_batch.examples, settings, moments, device, report("query"))
     corpus_vectors = collect_gradients(model, corpus_batch.examples, settings, moments, device, report("corpus"))
-    inverse_sqrt, lambda_used = _inverse_sqrt(corpus_vectors, query_vectors, settings, progress)
+    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(corpus_vectors, query_vectors, settings, progress)
     prepared_queries = prepare_vectors(query_vectors, inverse_sqrt, settings.unit_normalize)
     ids = [example.example_id for example in corpus_batch.examples]
     blocks = ((ids[start: start + SCORE_BLOCK],

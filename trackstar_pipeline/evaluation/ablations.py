@@ -14,17 +14,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from trackstar_pipeline.attribution.curvature import inverse_sqrt_from_gradients
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.gradients import collect_gradients
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
-from trackstar_pipeline.attribution.score_files import _inverse_sqrt
 from trackstar_pipeline.attribution.scoring import prepare_vectors
 from trackstar_pipeline.evaluation.scorers import VectorScorer
 from trackstar_pipeline.settings import AttributionSettings
-
-
-def _quiet(message: str) -> None:
-    """Progress sink for the variants' curvature (its lambda line is printed once, for trackstar)."""
 
 
 def sweep_name(projection_dim: int) -> str:
@@ -66,19 +62,19 @@ def trackstar_scorers(
     corpus_ids = [example.example_id for example in corpus_examples]
     query_ids = [example.example_id for example in query_examples]
     main = _Gradients(model, corpus_examples, query_examples, settings, second_moments, progress)
-    inverse_sqrt, lambda_used = _inverse_sqrt(main.corpus, main.queries, settings, progress)
+    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(main.corpus, main.queries, settings, progress)
     scorers = {
         "trackstar": main.scorer(corpus_ids, query_ids, inverse_sqrt, settings.unit_normalize, "trackstar"),
         "trackstar_no_curvature": main.scorer(corpus_ids, query_ids, None, True, "trackstar_no_curvature"),
         "trackstar_no_unit_norm": main.scorer(corpus_ids, query_ids, inverse_sqrt, False, "trackstar_no_unit_norm"),
     }
     if settings.curvature:
-        train_only, _ = _inverse_sqrt(main.corpus, main.queries, replace(settings, lambda_mix=0.0), _quiet)
+        train_only, _ = inverse_sqrt_from_gradients(main.corpus, main.queries, replace(settings, lambda_mix=0.0))
         scorers["trackstar_r_train_only"] = main.scorer(corpus_ids, query_ids, train_only, settings.unit_normalize,
                                                         "trackstar_r_train_only")
     if second_moments is not None:
         plain = _Gradients(model, corpus_examples, query_examples, settings, None, progress)
-        plain_inverse, _ = _inverse_sqrt(plain.corpus, plain.queries, settings, _quiet)
+        plain_inverse, _ = inverse_sqrt_from_gradients(plain.corpus, plain.queries, settings)
         scorers["trackstar_no_optimizer"] = plain.scorer(corpus_ids, query_ids, plain_inverse,
                                                          settings.unit_normalize, "trackstar_no_optimizer")
         del plain
@@ -88,7 +84,7 @@ def trackstar_scorers(
             continue
         swept = _Gradients(model, corpus_examples, query_examples, replace(settings, projection_dim=dim),
                            second_moments, progress)
-        swept_inverse, _ = _inverse_sqrt(swept.corpus, swept.queries, swept.settings, _quiet)
+        swept_inverse, _ = inverse_sqrt_from_gradients(swept.corpus, swept.queries, swept.settings)
         scorers[sweep_name(dim)] = swept.scorer(corpus_ids, query_ids, swept_inverse, settings.unit_normalize,
                                                 sweep_name(dim))
     return scorers, lambda_used

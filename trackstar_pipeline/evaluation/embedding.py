@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.attribution.gradients import _pad
+from trackstar_pipeline.attribution.gradients import pad_batch
 
 
 @torch.no_grad()
@@ -31,7 +31,7 @@ def mean_hidden_states(model: nn.Module, examples: Sequence[TokenizedExample], l
     chunks: list[torch.Tensor] = []
     try:
         for start in range(0, len(examples), batch_size):
-            ids, attention, _ = _pad(examples[start:start + batch_size], pad_id, device)  # (B, T), (B, T)
+            ids, attention, _ = pad_batch(examples[start:start + batch_size], pad_id, device)  # (B, T), (B, T)
             hidden = model(input_ids=ids, attention_mask=attention, output_hidden_states=True,
                            use_cache=False).hidden_states
             if not -len(hidden) <= layer < len(hidden):

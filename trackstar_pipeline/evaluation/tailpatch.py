@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.attribution.gradients import _pad, example_losses
+from trackstar_pipeline.attribution.gradients import example_losses, pad_batch
 from trackstar_pipeline.settings import TrainingSettings
 
 OptimizerKind = Literal["adafactor", "adamw"]
@@ -146,14 +146,14 @@ class TailPatcher:
         self.model.eval()
         result = []
         for start in range(0, len(queries), self.batch_size):
-            ids, attention, targets = _pad(queries[start:start + self.batch_size], self.pad_id, self.device)
+            ids, attention, targets = pad_batch(queries[start:start + self.batch_size], self.pad_id, self.device)
             result.append(-example_losses(self.model, ids, attention, targets).double().cpu())  # (B,)
         return torch.cat(result) if result else torch.zeros(0, dtype=torch.float64)
 
     def step_on(self, example: TokenizedExample) -> None:
         """One optimizer step on one example's mean token loss, as a batch of one in pretraining."""
         self.model.eval()  # no dropout: the step is deterministic
-        ids, attention, targets = _pad([example], self.pad_id, self.device)
+        ids, attention, targets = pad_batch([example], self.pad_id, self.device)
         loss = example_losses(self.model, ids, attention, targets).sum() / targets.sum().clamp_min(1)
         loss.backward()
         if self.setup.max_grad_norm > 0:
