@@ -16,8 +16,8 @@ from dagster import (
 )
 
 from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import context_length, load_checkpoint, load_sources, split_into_shards
-from trackstar_pipeline.assets.partitions import corpus_shards_partitions
+from trackstar_pipeline.assets.loading import load_checkpoint, load_sources, split_into_shards
+from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore
@@ -80,7 +80,7 @@ def queries(context: AssetExecutionContext, pipeline: PipelineConfig, object_sto
 )
 def corpus_shards(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """One shard tokenized with the checkpoint's tokenizer (ids, text, facts, input_ids, loss_start)."""
-    from trackstar_pipeline.attribution.examples import encode_corpus
+    from trackstar_pipeline.attribution.examples import context_length, encode_corpus
 
     settings = pipeline.settings
     store = object_store.store
@@ -124,7 +124,7 @@ def shard_changes(known: set[str], found: list[str]) -> tuple[list[str], list[st
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
 def corpus_shard_sensor(context: SensorEvaluationContext, object_store: ObjectStoreResource) -> SensorResult:
     """Registers a corpus_shards partition for every new shard file in corpus/sources/ (and drops removed ones)."""
-    known = set(context.instance.get_dynamic_partitions(corpus_shards_partitions.name))
+    known = set(registered_shards(context.instance))
     new, gone = shard_changes(known, discover_shards(object_store.store))
     if not new and not gone:
         return SensorResult(skip_reason="no new or removed shard files under corpus/sources/")

@@ -8,13 +8,10 @@ import torch
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.partitions import corpus_shards_partitions
-from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.assets.loading import load_curvature_file
+from trackstar_pipeline.assets.partitions import registered_shards
+from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore
-
-def registered_shards(context: AssetExecutionContext) -> list[str]:
-    return sorted(context.instance.get_dynamic_partitions(corpus_shards_partitions.name))
 
 
 def _save(store: ObjectStore, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, int]:
@@ -43,12 +40,15 @@ def _accumulate(blocks) -> tuple[torch.Tensor, int]:
 @asset(group_name="curvature", kinds={"safetensors"}, deps=["projected_gradients"])
 def r_train(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """mean(g g^T) over a seeded sample of training gradients (every registered shard contributes)."""
+    from trackstar_pipeline.attribution.curvature import curvature_train_sample
+
     settings, store = pipeline.settings, object_store.store
-    shards = registered_shards(context)
+    shards = registered_shards(context.instance)
     sizes = [layout.get_json(store, f"{layout.train_gradients_prefix(s)}/manifest.json")["rows"] for s in shards]
     total = sum(sizes)
     keep = np.zeros(total, dtype=bool)
-    keep[np.random.default_rng(settings.attribution.projection_seed).permutation(total)[: settings.attribution.curvature_train_samples]] = True
+    keep[curvature_train_sample(total, settings.attribution.curvature_train_samples,
+                                settings.attribution.projection_seed).numpy()] = True
     offsets = np.cumsum([0, *sizes])
 
     def blocks():
@@ -73,15 +73,6 @@ def r_eval(context: AssetExecutionContext, object_store: ObjectStoreResource) ->
                                        "dim": int(matrix.shape[0]), "trace": float(torch.trace(matrix))})
 
 
-def damped_spectrum(matrix: torch.Tensor, damping: float) -> tuple[float, float, float]:
-    """(asymmetry, min eigenvalue, condition number) of R + damping * mean(eig) * I, for the SPD check."""
-    r = matrix.double()
-    asymmetry = float((r - r.T).abs().max() / r.abs().max().clamp_min(1e-300))
-    eigenvalues = torch.linalg.eigvalsh((r + r.T) / 2)
-    damped = eigenvalues + damping * eigenvalues.mean()
-    return asymmetry, float(damped.min()), float(damped.max() / damped.min()) if damped.min() > 0 else float("inf")
-
-
 @asset(
     group_name="curvature",
     kinds={"safetensors"},
@@ -91,7 +82,8 @@ def damped_spectrum(matrix: torch.Tensor, damping: float) -> tuple[float, float,
 )
 def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """R = lambda R_eval + (1 - lambda) R_train and its damped R^{-1/2} (absent when curvature is off)."""
-    from trackstar_pipeline.attribution.curvature import curvature_inverse_sqrt as inverse_sqrt, mix_curvature
+    from trackstar_pipeline.attribution.curvature import curvature_inverse_sqrt as inverse_sqrt
+    from trackstar_pipeline.attribution.curvature import damped_spectrum, mix_curvature
 
     attribution, store = pipeline.settings.attribution, object_store.store
     if not attribution.curvature:

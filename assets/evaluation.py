@@ -16,6 +16,7 @@ from trackstar_pipeline.assets.loading import (
     load_optimizer_moments,
     local_model_dir,
 )
+from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
 from trackstar_pipeline.assets.search import TableVectors, search_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
@@ -74,7 +75,7 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
     from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
 
     settings, store = pipeline.settings, object_store.store
-    shards = sorted(context.instance.get_dynamic_partitions("corpus_shards"))
+    shards = registered_shards(context.instance)
     corpus = pl.concat([layout.get_parquet(store, layout.tokenized_shard_key(s)).select("example_id", "text") for s in shards])
     frame_q = layout.get_parquet(store, layout.QUERIES)
     scorer = bm25_scorer(corpus["example_id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
@@ -103,7 +104,7 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
     from trackstar_pipeline.training.recall import fact_recall
 
     settings, store, storage = pipeline.settings, object_store.store, object_store.storage_settings()
-    corpus = _corpus(store, sorted(context.instance.get_dynamic_partitions("corpus_shards")))
+    corpus = _corpus(store, registered_shards(context.instance))
     queries_frame = layout.get_parquet(store, layout.QUERIES)
     model, tokenizer = load_checkpoint(store, storage, device=torch_device.torch_device)
     manifest = layout.get_json(store, layout.MODEL_MANIFEST)

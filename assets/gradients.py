@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import context_length, load_checkpoint, load_optimizer_moments
+from trackstar_pipeline.assets.loading import load_checkpoint, load_optimizer_moments
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice
 
@@ -89,7 +89,7 @@ def projected_gradients(context: AssetExecutionContext, pipeline: PipelineConfig
 def query_gradients(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
                     torch_device: TorchDevice) -> MaterializeResult:
     """Completion-only loss gradients of every query, stored like a shard under gradients/queries."""
-    from trackstar_pipeline.attribution.examples import encode_queries
+    from trackstar_pipeline.attribution.examples import context_length, encode_queries
 
     settings, store = pipeline.settings, object_store.store
     frame = layout.get_parquet(store, layout.QUERIES)

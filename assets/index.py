@@ -22,7 +22,7 @@ from dagster import (
 
 from trackstar_pipeline.assets import layout
 from trackstar_pipeline.assets.loading import load_inverse_sqrt
-from trackstar_pipeline.assets.partitions import corpus_shards_partitions
+from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, VectorStore
 from trackstar_pipeline.resources.vector_store import gradient_table_schema
 
@@ -105,7 +105,7 @@ def gradient_index(context: AssetExecutionContext, vector_store: VectorStore) ->
     from lancedb.index import IvfFlat, IvfPq
 
     table = vector_store.open_table()
-    shards = sorted(context.instance.get_dynamic_partitions(corpus_shards_partitions.name))
+    shards = registered_shards(context.instance)
     before = table.count_rows()
     if shards:  # rows of shards that were removed from the corpus
         table.delete("shard NOT IN (" + ", ".join(f"'{shard}'" for shard in shards) + ")")

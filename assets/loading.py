@@ -68,15 +68,11 @@ def load_optimizer_moments(store: ObjectStore, storage: StorageSettings, model: 
     return load_second_moments(materialize_local(store.uri_for(key), storage), model)
 
 
-def context_length(model: Any, configured: int | None) -> int:
-    """The token limit per example: the configured one, else the model's context length."""
-    if configured is not None:
-        return configured
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(model.config, name, None)
-        if value:
-            return int(value)
-    raise ValueError("the model config names no context length; set attribution.max_length")
+def _hash_file(digest: Any, path: Path) -> None:
+    """Feed a file's bytes to a hashlib digest in 1 MiB blocks."""
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 def tree_digest(directory: Path) -> str:
@@ -84,17 +80,14 @@ def tree_digest(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(path.relative_to(directory).as_posix().encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        _hash_file(digest, path)
     return digest.hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:
+    """A content hash of one file (the optimizer state's data version)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    _hash_file(digest, path)
     return digest.hexdigest()[:16]
 
 

@@ -8,6 +8,8 @@ import torch
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from trackstar_pipeline.attribution.device import resolve_device
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -30,16 +32,3 @@ class TorchDevice(ConfigurableResource):
     @property
     def torch_dtype(self) -> torch.dtype:
         return _DTYPES[self.dtype]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; anything else must be a device torch knows."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"TorchDevice.device={name!r} is not a torch device; use auto, cpu or cuda[:n]") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TorchDevice.device={name!r} but no CUDA device is visible; use device='auto' or 'cpu'")
-    return device

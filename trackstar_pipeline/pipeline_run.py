@@ -60,10 +60,10 @@ def prepare_instance(settings: PipelineSettings, dagster_home: Path) -> Any:
 def register_shards(instance: Any, store: ObjectStore) -> list[str]:
     """What the shard sensor does, applied now: add partitions for new shard files, drop removed ones."""
     from trackstar_pipeline.assets.corpus import discover_shards, shard_changes
-    from trackstar_pipeline.assets.partitions import corpus_shards_partitions
+    from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 
     found = discover_shards(store)
-    new, gone = shard_changes(set(instance.get_dynamic_partitions(corpus_shards_partitions.name)), found)
+    new, gone = shard_changes(set(registered_shards(instance)), found)
     if new:
         instance.add_dynamic_partitions(corpus_shards_partitions.name, new)
     for key in gone:
@@ -148,12 +148,13 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     """The k training examples whose stored vectors best match this prompt/completion's gradient."""
     import torch
 
-    from trackstar_pipeline.assets.loading import context_length, load_checkpoint, load_inverse_sqrt, load_optimizer_moments
+    from trackstar_pipeline.assets.loading import load_checkpoint, load_inverse_sqrt, load_optimizer_moments
     from trackstar_pipeline.assets.search import search_table
-    from trackstar_pipeline.attribution.examples import encode_queries
+    from trackstar_pipeline.attribution.device import resolve_device
+    from trackstar_pipeline.attribution.examples import context_length, encode_queries
     from trackstar_pipeline.attribution.gradients import collect_gradients
     from trackstar_pipeline.attribution.scoring import prepare_vectors
-    from trackstar_pipeline.resources import VectorStore, resolve_device
+    from trackstar_pipeline.resources import VectorStore
 
     attribution, store = settings.attribution, ObjectStore(settings.storage)
     device = resolve_device(attribution.device)

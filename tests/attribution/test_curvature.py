@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda,
-                                                      curvature_inverse_sqrt, inverse_sqrt_from_gradients,
-                                                      load_curvature, mix_curvature, save_curvature)
+                                                      curvature_inverse_sqrt, curvature_train_sample,
+                                                      damped_spectrum, inverse_sqrt_from_gradients, load_curvature,
+                                                      mix_curvature, save_curvature)
 from trackstar_pipeline.settings import AttributionSettings
 
 
@@ -87,3 +88,19 @@ def test_inverse_sqrt_from_gradients_samples_the_corpus_and_mixes_with_the_queri
     assert used == 0.7 and torch.allclose(inverse, expected, atol=1e-5)
     assert lines == ["curvature from 15 corpus and 9 query gradients, lambda=0.7000"]
     assert inverse_sqrt_from_gradients(corpus, queries, replace(settings, curvature=False)) == (None, None)
+
+
+def test_damped_spectrum_shows_what_the_damping_leaves():
+    indefinite = _matrix_with_eigenvalues(torch.tensor([-1.0, 1.0, 2.0, 6.0], dtype=torch.float64), seed=6)
+    asymmetry, minimum, condition = damped_spectrum(indefinite, 0.1)  # shift 0.1 * mean 2
+    assert asymmetry < 1e-12 and minimum == pytest.approx(-0.8) and condition == float("inf")
+    positive = _matrix_with_eigenvalues(torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64), seed=7)
+    _, minimum, condition = damped_spectrum(positive, 0.1)  # shift 0.3
+    assert minimum == pytest.approx(1.3) and condition == pytest.approx(6.3 / 1.3)
+
+
+def test_curvature_train_sample_is_seeded_and_capped():
+    sample = curvature_train_sample(50, 20, seed=4)
+    assert torch.equal(sample, curvature_train_sample(50, 20, seed=4))
+    assert len(set(sample.tolist())) == 20 and max(sample.tolist()) < 50
+    assert sorted(curvature_train_sample(5, 20, seed=4).tolist()) == [0, 1, 2, 3, 4]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from attribution_helpers import make_tokenizer
-from trackstar_pipeline.attribution.examples import OverlengthError, encode_corpus, encode_queries
+from trackstar_pipeline.attribution.examples import OverlengthError, context_length, encode_corpus, encode_queries
 
 
 @pytest.mark.parametrize("with_bos", [True, False])
@@ -63,3 +65,11 @@ def test_empty_text_or_completion_is_rejected_by_id():
         encode_corpus(["c1", "c2"], ["fine", "  "], tokenizer, 64, "reject")
     with pytest.raises(ValueError, match="'q9'.*'completion' is empty"):
         encode_queries(["q9"], ["Paris is"], [""], tokenizer, 64, "reject")
+
+
+def test_context_length_prefers_the_setting_then_the_model_config():
+    assert context_length(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=128)), 32) == 32
+    assert context_length(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=128)), None) == 128
+    assert context_length(SimpleNamespace(config=SimpleNamespace(n_ctx=256))) == 256
+    with pytest.raises(ValueError, match="set attribution.max_length"):
+        context_length(SimpleNamespace(config=SimpleNamespace(hidden_size=8)))

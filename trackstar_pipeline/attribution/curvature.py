@@ -101,6 +101,24 @@ def curvature_inverse_sqrt(matrix: torch.Tensor, damping: float) -> torch.Tensor
     return ((eigenvectors * inverse_roots) @ eigenvectors.T).float()  # (d, d)
 
 
+def damped_spectrum(matrix: torch.Tensor, damping: float) -> tuple[float, float, float]:
+    """(relative asymmetry, min eigenvalue, condition number) of R + damping * mean(eig) * I: is the damped R SPD?
+
+    Unlike `curvature_inverse_sqrt`, eigenvalues are not clamped at 0 first, so a negative direction shows.
+    """
+    r = matrix.double()  # (d, d)
+    asymmetry = float((r - r.T).abs().max() / r.abs().max().clamp_min(1e-300))
+    eigenvalues = torch.linalg.eigvalsh((r + r.T) / 2)  # (d,)
+    damped = eigenvalues + damping * eigenvalues.mean()  # (d,)
+    return asymmetry, float(damped.min()), float(damped.max() / damped.min()) if damped.min() > 0 else float("inf")
+
+
+def curvature_train_sample(total: int, samples: int, seed: int) -> torch.Tensor:
+    """Indices (min(total, samples),) of the seeded sample of training gradients that R_train averages over."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=generator)[:samples]
+
+
 def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
                                 settings: AttributionSettings, progress: Callable[[str], None] | None = None,
                                 ) -> tuple[torch.Tensor | None, float | None]:
@@ -111,8 +129,8 @@ def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: tor
     """
     if not settings.curvature:
         return None, None
-    generator = torch.Generator().manual_seed(settings.projection_seed)
-    sample = torch.randperm(corpus_vectors.shape[0], generator=generator)[: settings.curvature_train_samples]  # (S,)
+    sample = curvature_train_sample(corpus_vectors.shape[0], settings.curvature_train_samples,
+                                    settings.projection_seed)  # (S,)
     r_train, r_eval = CurvatureAccumulator(corpus_vectors.shape[1]), CurvatureAccumulator(query_vectors.shape[1])
     r_train.update(corpus_vectors[sample])  # (S, d)
     r_eval.update(query_vectors)  # (Q, d)

@@ -34,6 +34,23 @@ class EncodedBatch:
     truncated_ids: list[str] = field(default_factory=list)
 
 
+CONTEXT_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+"""Config attributes that name a model's context length, in the order they are tried."""
+
+
+def context_length(model, configured: int | None = None) -> int:
+    """The token limit per example: `configured` (attribution.max_length) when set, else the model's context length."""
+    if configured:
+        return int(configured)
+    config = getattr(model, "config", None)
+    for key in CONTEXT_LENGTH_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"the model config names no context length (none of {', '.join(CONTEXT_LENGTH_KEYS)}); "
+                     "set attribution.max_length")
+
+
 def _tokens(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -242,20 +242,26 @@ def example_losses(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor,
     return (token_losses * targets).sum(dim=1)  # (B,)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (batches are built there)."""
     return next(model.parameters()).device
+
+
+def model_pad_id(model: nn.Module) -> int:
+    """The id padded positions get: the config's pad_token_id, else 0 (padding is masked, so any id works)."""
+    return getattr(getattr(model, "config", None), "pad_token_id", None) or 0
 
 
 def collect_gradients(model: nn.Module, examples: Sequence[TokenizedExample], settings: AttributionSettings,
                       second_moments: SecondMoments | None = None, device: torch.device | None = None,
                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Per-example corrected, projected loss gradients (N, d) float32 on CPU, in input order."""
-    device = device or _model_device(model)
-    if _model_device(model) != device:
+    device = device or model_device(model)
+    if model_device(model) != device:
         model.to(device)
     specs = hooked_modules(model, settings)
     plans = build_plans(specs, settings, second_moments, device)
-    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    pad_id = model_pad_id(model)
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # similar lengths together
     dim = gradient_dim(model, settings)
     result = torch.zeros((len(examples), dim), dtype=torch.float32)  # (N, d)

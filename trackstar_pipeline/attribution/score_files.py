@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from trackstar_pipeline.attribution.curvature import check_curvature_dim, inverse_sqrt_from_gradients
-from trackstar_pipeline.attribution.examples import encode_corpus, encode_queries
+from trackstar_pipeline.attribution.device import resolve_device
+from trackstar_pipeline.attribution.examples import context_length, encode_corpus, encode_queries
 from trackstar_pipeline.attribution.gradients import collect_gradients, gradient_dim
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.attribution.scoring import prepare_vectors, top_k_proponents
@@ -27,26 +26,11 @@ SCORE_BLOCK = 4096
 """Training vectors scored per block; bounds the (Q, block) score matrix."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """settings.device -> torch.device ('auto' picks cuda when present)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _columns(path: str | Path, names: tuple[str, ...], kind: str) -> dict[str, list[str]]:
     """The named columns of a canonical corpus or queries file (JSONL or Parquet), validated by DATA's loader."""
     loader = load_corpus if kind == "corpus" else load_queries
     frame = loader(str(path)).frame
     return {name: [str(value) for value in frame[name].to_list()] for name in names}
-
-
-def _context_length(model) -> int:
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions"):
-        if isinstance(getattr(config, key, None), int):
-            return getattr(config, key)
-    raise ValueError("the model config has no max_position_embeddings; set attribution.max_length")
 
 
 def score_files(model_dir, corpus_path, queries_path, output_path, settings: AttributionSettings, top_k: int,
@@ -63,7 +47,7 @@ def score_files(model_dir, corpus_path, queries_path, output_path, settings: Att
     dim = gradient_dim(model, settings)
     if settings.curvature:
         check_curvature_dim(dim)
-    max_length = settings.max_length or _context_length(model)
+    max_length = context_length(model, settings.max_length)
     corpus = _columns(corpus_path, ("id", "text"), "corpus")
     queries = _columns(queries_path, ("id", "prompt", "completion"), "queries")
     corpus_batch = encode_corpus(corpus["id"], corpus["text"], tokenizer, max_length, settings.overlength)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.attribution.gradients import pad_batch
+from trackstar_pipeline.attribution.gradients import model_device, model_pad_id, pad_batch
 
 
 @torch.no_grad()
@@ -24,8 +24,7 @@ def mean_hidden_states(model: nn.Module, examples: Sequence[TokenizedExample], l
 
     layer indexes `output_hidden_states` (0 = token embeddings, -1 = the last layer's output).
     """
-    device = next(model.parameters()).device
-    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    device, pad_id = model_device(model), model_pad_id(model)
     was_training = model.training
     model.eval()
     chunks: list[torch.Tensor] = []

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 from torch import nn
 
-from trackstar_pipeline.attribution.examples import TokenizedExample, encode_corpus, encode_queries
+from trackstar_pipeline.attribution.examples import TokenizedExample, context_length, encode_corpus, encode_queries
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
 from trackstar_pipeline.attribution.projection import stable_seed
 from trackstar_pipeline.evaluation.closed_set import build_candidate_sets, rank_candidates
@@ -84,7 +84,7 @@ def sample_queries(queries: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame
 def _encode(corpus: pl.DataFrame, queries: pl.DataFrame, tokenizer, model: nn.Module,
             settings: PipelineSettings) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
     attribution = settings.attribution
-    max_length = attribution.max_length or int(model.config.max_position_embeddings)
+    max_length = context_length(model, attribution.max_length)
     corpus_batch = encode_corpus(corpus["id"].to_list(), corpus["text"].to_list(), tokenizer, max_length,
                                  attribution.overlength)
     query_batch = encode_queries(queries["id"].to_list(), queries["prompt"].to_list(),

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.attribution.gradients import example_losses, pad_batch
+from trackstar_pipeline.attribution.gradients import example_losses, model_device, model_pad_id, pad_batch
 from trackstar_pipeline.settings import TrainingSettings
+from trackstar_pipeline.training.pretrain import OPTIMIZER_FILE, TRAINING_STATE_FILE
+from trackstar_pipeline.training.pretrain import build_optimizer as pretraining_optimizer
 
 OptimizerKind = Literal["adafactor", "adamw"]
-TRAINING_STATE_FILE = "training_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,10 @@ def load_tailpatch_setup(model_dir: str | Path, optimizer_state_path: str | Path
 def build_optimizer(model: nn.Module, setup: TailPatchSetup) -> torch.optim.Optimizer:
     """The pretraining optimizer class with its saved state loaded and the lr set to the final lr."""
     parameters = list(model.parameters())
-    if setup.optimizer_kind == "adafactor":
-        from transformers.optimization import Adafactor
-
-        optimizer: torch.optim.Optimizer = Adafactor(parameters, lr=setup.learning_rate, scale_parameter=False,
-                                                     relative_step=False, warmup_init=False)
-    elif setup.optimizer_kind == "adamw":
-        optimizer = torch.optim.AdamW(parameters, lr=setup.learning_rate)
-    else:
+    if setup.optimizer_kind not in ("adafactor", "adamw"):
         raise ValueError(f"optimizer_kind must be 'adafactor' or 'adamw', got {setup.optimizer_kind!r}")
+    optimizer = pretraining_optimizer(model, TrainingSettings(optimizer=setup.optimizer_kind,
+                                                              learning_rate=setup.learning_rate))
     try:
         optimizer.load_state_dict(copy.deepcopy(setup.optimizer_state))
     except (ValueError, KeyError) as error:
@@ -107,8 +102,8 @@ class TailPatcher:
         self.model = model
         self.setup = setup
         self.batch_size = batch_size
-        self.device = next(model.parameters()).device
-        self.pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+        self.device = model_device(model)
+        self.pad_id = model_pad_id(model)
         self.parameters = list(model.parameters())
         self.optimizer = build_optimizer(model, setup)
         self._weights = [parameter.detach().clone() for parameter in self.parameters]
