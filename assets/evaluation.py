@@ -97,7 +97,7 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
                       vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
     """MRR, Recall@10 and tail-patch for TrackStar (from the table), its ablations and baselines; report under reports/."""
     from trackstar_pipeline.data.records import ground_truth
-    from trackstar_pipeline.evaluation.evaluate import evaluate, sample_queries
+    from trackstar_pipeline.evaluation.evaluate import evaluate
     from trackstar_pipeline.evaluation.report import headline_table
     from trackstar_pipeline.evaluation.scorers import PrecomputedScorer
     from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
@@ -119,9 +119,7 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
     query_ids, vectors = _query_vectors(pipeline, object_store)
     by_query = dict(zip(query_ids, vectors))
     rows = TableVectors(table)
-    evaluated = set(sample_queries(queries_frame, settings.evaluation.max_eval_queries, settings.evaluation.seed)["id"])
-    stored = read_rankings(layout.get_parquet(store, layout.PROPONENTS))
-    trackstar = PrecomputedScorer({q: ranking for q, ranking in stored.items() if q in evaluated},
+    trackstar = PrecomputedScorer(read_rankings(layout.get_parquet(store, layout.PROPONENTS)),
                                   candidates=lambda query_id, ids: rows.scores(by_query[query_id], ids))
     recall = fact_recall(model, tokenizer, queries_frame)
     curvature = layout.get_json(store, layout.CURVATURE_MANIFEST)

@@ -66,6 +66,19 @@ def result(tmp_path_factory):
                     model_info={"name": "none"}, table_version=7, progress=lambda message: None)
 
 
+def test_a_given_method_may_score_more_queries_than_the_evaluated_sample(tmp_path):
+    corpus, queries, truth = small_world()
+    oracle = matrix_scorer(queries["id"].to_list(), corpus["id"].to_list(), oracle_scores(corpus, queries, truth))
+    settings = dataclasses.replace(SETTINGS, evaluation=dataclasses.replace(SETTINGS.evaluation, max_eval_queries=3))
+    sampled = evaluate(corpus, queries, truth, settings, tmp_path, methods={"trackstar": oracle},
+                       progress=lambda message: None)
+    evaluated = sampled.queries["id"].to_list()
+    assert len(evaluated) == 3
+    for setting in ("open_set", "closed_set"):
+        assert set(sampled.rankings[setting]["trackstar+bm25"]) == set(evaluated)
+    assert sampled.summary["open_set"]["trackstar"]["mrr"] == 1.0
+
+
 def test_evaluation_json_has_the_promised_shape(result):
     summary = json.loads(result.files["json"].read_text())
     for key in ("n_queries", "n_corpus", "model", "settings", "fact_recall", "table_version", "open_set", "closed_set"):

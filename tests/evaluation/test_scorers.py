@@ -64,3 +64,14 @@ def test_reciprocal_rank_fusion_by_hand():
     assert dict(top) == pytest.approx(expected)
     # closed set: ranks are recomputed within the candidates
     assert fused.score_candidates("q", ["c1", "c3"]).tolist() == pytest.approx([1 + 1 / 2, 1 / 2 + 1])
+
+
+def test_fusion_covers_the_queries_every_method_scores_or_the_ones_asked_for():
+    wide = matrix_scorer(["q", "extra"], CORPUS_IDS, np.array([[4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]]))
+    narrow = matrix_scorer(["q"], CORPUS_IDS, np.array([[1.0, 2.0, 4.0, 3.0]]))
+    fused = FusionScorer([wide, narrow], rrf_k=0)
+    assert fused.query_ids == ["q"]
+    assert [corpus_id for corpus_id, _ in fused.top_k(4)["q"]] == ["c2", "c0", "c1", "c3"]
+    assert list(FusionScorer([wide, narrow], query_ids=["q"]).top_k(2)) == ["q"]
+    with pytest.raises(ValueError, match="'extra'"):
+        FusionScorer([wide, narrow], query_ids=["q", "extra"])

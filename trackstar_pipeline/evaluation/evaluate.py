@@ -131,7 +131,7 @@ def build_methods(
     if "trackstar" in methods and "trackstar+bm25" not in methods:
         methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]],
                                                  rrf_k=settings.evaluation.rrf_k,
-                                                 depth=max(settings.evaluation.top_k, 100))
+                                                 depth=max(settings.evaluation.top_k, 100), query_ids=query_ids)
     return methods, lambda_used
 
 

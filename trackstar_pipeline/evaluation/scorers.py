@@ -139,11 +139,21 @@ def _rank_positions(scores: np.ndarray) -> np.ndarray:
 class FusionScorer:
     """Reciprocal rank fusion: score = sum over methods of 1 / (rrf_k + rank in that method)."""
 
-    def __init__(self, scorers: Sequence[MethodScorer], rrf_k: int = 60, depth: int = 1000) -> None:
+    def __init__(self, scorers: Sequence[MethodScorer], rrf_k: int = 60, depth: int = 1000,
+                 query_ids: Sequence[str] | None = None) -> None:
+        """query_ids: the queries to fuse (each method must score them); default, those every method scores."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
         self.scorers = list(scorers)
-        self.query_ids = list(scorers[0].query_ids)
+        common = set(scorers[0].query_ids).intersection(*(scorer.query_ids for scorer in scorers[1:]))
+        if query_ids is None:
+            self.query_ids = [query_id for query_id in scorers[0].query_ids if query_id in common]
+        else:
+            missing = [query_id for query_id in query_ids if query_id not in common]
+            if missing:
+                raise ValueError(f"rank fusion: queries {missing[:3]} ({len(missing)} in all) are not scored by "
+                                 "every fused method; give each method those queries or fuse fewer")
+            self.query_ids = list(query_ids)
         self.rrf_k = rrf_k
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
