@@ -81,6 +81,31 @@ def test_embedding_and_lm_head_hooks(family):
         assert relative_error(got, _projected_reference(model, examples, settings)) < 1e-4
 
 
+def test_a_model_moved_to_the_compute_device_is_moved_back(monkeypatch):
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer))
+    examples = query_examples(tokenizer)
+    settings = AttributionSettings(projection_dim=64, batch_size=2)
+    moves: list[torch.device] = []
+    move = model.to
+    monkeypatch.setattr(model, "to", lambda target: moves.append(torch.device(target)) or move(target))
+    expected = collect_gradients(model, examples, settings)
+    assert moves == []  # no device given: computed where the model is
+    home = torch.device("cpu")
+    # without CUDA, cpu:0 still differs from cpu as a device, so the move-and-return path runs
+    other = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu", 0)
+    got = collect_gradients(model, examples, settings, device=other)
+    assert moves == [other, home] and next(model.parameters()).device == home
+    assert relative_error(got, expected) < 1e-4
+
+    def fail(done: int, total: int) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        collect_gradients(model, examples, settings, device=other, progress=fail)
+    assert moves[-1] == home and next(model.parameters()).device == home
+
+
 def test_target_module_globs_select_modules():
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))

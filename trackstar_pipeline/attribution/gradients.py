@@ -255,10 +255,27 @@ def model_pad_id(model: nn.Module) -> int:
 def collect_gradients(model: nn.Module, examples: Sequence[TokenizedExample], settings: AttributionSettings,
                       second_moments: SecondMoments | None = None, device: torch.device | None = None,
                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Per-example corrected, projected loss gradients (N, d) float32 on CPU, in input order."""
-    device = device or model_device(model)
-    if model_device(model) != device:
+    """Per-example corrected, projected loss gradients (N, d) float32 on CPU, in input order.
+
+    device: where to compute (default: where the model is). A model elsewhere is moved there for the
+    call and moved back afterwards, even on error, so the caller's model stays where it was; load it
+    on the device once (load_model(..., device=)) to avoid the two copies per call.
+    """
+    home = model_device(model)
+    device = device or home
+    if home != device:
         model.to(device)
+    try:
+        return _collect_on_device(model, examples, settings, second_moments, device, progress)
+    finally:
+        if home != device:
+            model.to(home)
+
+
+def _collect_on_device(model: nn.Module, examples: Sequence[TokenizedExample], settings: AttributionSettings,
+                       second_moments: SecondMoments | None, device: torch.device,
+                       progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """collect_gradients' loop, with the model already on `device`."""
     specs = hooked_modules(model, settings)
     plans = build_plans(specs, settings, second_moments, device)
     pad_id = model_pad_id(model)
