@@ -145,3 +145,12 @@ def test_precision_setting_picks_the_autocast_dtype() -> None:
     assert autocast_dtype(replace(TINY, precision="float32")) is None
     assert autocast_dtype(replace(TINY, precision="bfloat16")) is torch.bfloat16
     assert autocast_dtype(replace(TINY, precision="auto")) is (torch.bfloat16 if cpu_has_fast_bfloat16() else None)
+
+
+def test_thread_count_is_the_setting_or_the_idle_cores() -> None:
+    import os
+
+    from trackstar_pipeline.training.pretrain import training_threads
+
+    assert training_threads(replace(TINY, num_threads=3)) == 3
+    assert 1 <= training_threads(replace(TINY, num_threads=0)) <= (os.cpu_count() or 1)

@@ -149,6 +149,15 @@ def _load_or_train_tokenizer(corpus: pl.DataFrame, settings: TrainingSettings, m
     return tokenizer
 
 
+def training_threads(settings: TrainingSettings) -> int:
+    """Threads for torch: the setting, or (0) the idle cores, since oversubscribed threads crawl."""
+    if settings.num_threads > 0:
+        return settings.num_threads
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
 def cpu_has_fast_bfloat16() -> bool:
     """True on x86 CPUs with AMX or AVX512-BF16, where bfloat16 matmuls beat float32 by a wide margin."""
     try:
@@ -181,8 +190,7 @@ def pretrain(
     model_dir = output_dir / MODEL_SUBDIR
     checkpoint_path = output_dir / CHECKPOINT_FILE
     log_path = output_dir / LOG_FILE
-    if settings.num_threads > 0:
-        torch.set_num_threads(settings.num_threads)
+    torch.set_num_threads(training_threads(settings))
     key = fingerprint(corpus, settings)
 
     finished = _finished_run(model_dir, log_path, key, started)
