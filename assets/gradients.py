@@ -33,12 +33,11 @@ def _progress(context: AssetExecutionContext, what: str):
 
 
 def _gradients(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
-               torch_device: TorchDevice, examples: list[Any], what: str) -> np.ndarray:
-    """collect_gradients on the stored checkpoint and optimizer state; (N, d) float32."""
+               torch_device: TorchDevice, model: Any, examples: list[Any], what: str) -> np.ndarray:
+    """collect_gradients of the stored checkpoint (already loaded) with its optimizer state; (N, d) float32."""
     from trackstar_pipeline.attribution.gradients import collect_gradients
 
     store, storage = object_store.store, object_store.storage_settings()
-    model, _ = load_checkpoint(store, storage, device=torch_device.torch_device)
     moments = load_optimizer_moments(store, storage, model) if pipeline.settings.attribution.optimizer_correction != "none" else None
     vectors = collect_gradients(model, examples, pipeline.settings.attribution, second_moments=moments,
                                 device=torch_device.torch_device, progress=_progress(context, what))
@@ -68,7 +67,8 @@ def projected_gradients(context: AssetExecutionContext, pipeline: PipelineConfig
     frame = layout.get_parquet(store, layout.tokenized_shard_key(shard))
     examples = [TokenizedExample(example_id=i, input_ids=tuple(ids), loss_start=int(start))
                 for i, ids, start in frame.select("example_id", "input_ids", "loss_start").iter_rows()]
-    vectors = _gradients(context, pipeline, object_store, torch_device, examples, f"projected_gradients[{shard}]")
+    model, _ = load_checkpoint(store, object_store.storage_settings(), device=torch_device.torch_device)
+    vectors = _gradients(context, pipeline, object_store, torch_device, model, examples, f"projected_gradients[{shard}]")
     prefix = layout.train_gradients_prefix(shard)
     uri, size = layout.put_vectors(store, prefix, [e.example_id for e in examples], vectors, {"shard": shard})
     norms = layout.get_json(store, f"{prefix}/manifest.json")["norms"]
@@ -93,10 +93,10 @@ def query_gradients(context: AssetExecutionContext, pipeline: PipelineConfig, ob
 
     settings, store = pipeline.settings, object_store.store
     frame = layout.get_parquet(store, layout.QUERIES)
-    model, tokenizer = load_checkpoint(store, object_store.storage_settings())
+    model, tokenizer = load_checkpoint(store, object_store.storage_settings(), device=torch_device.torch_device)
     encoded = encode_queries(frame["id"].to_list(), frame["prompt"].to_list(), frame["completion"].to_list(), tokenizer,
                              context_length(model, settings.attribution.max_length), settings.attribution.overlength)
-    vectors = _gradients(context, pipeline, object_store, torch_device, encoded.examples, "query_gradients")
+    vectors = _gradients(context, pipeline, object_store, torch_device, model, encoded.examples, "query_gradients")
     uri, size = layout.put_vectors(store, layout.QUERY_GRADIENTS, [e.example_id for e in encoded.examples], vectors,
                                    {"truncated": encoded.truncated_ids})
     norms = layout.get_json(store, f"{layout.QUERY_GRADIENTS}/manifest.json")["norms"]
