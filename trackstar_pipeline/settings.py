@@ -40,7 +40,8 @@ class AttributionSettings:
     curvature: bool = True
     lambda_mix: Union[float, Literal["auto"]] = 0.99
     """R = lambda * R_eval + (1 - lambda) * R_train; 'auto' picks it from the eigenvalue curves."""
-    lambda_auto_component: int = 1000
+    lambda_auto_component: int | None = None
+    """Where 'auto' makes the curves cross; None scales the paper's 1000 of d = 65536 to this d."""
     damping: float = 1e-3
     """Relative damping: R + damping * mean(eigenvalue) * I before the inverse square root."""
     curvature_train_samples: int = 2000

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda,
+from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda, scaled_auto_component,
                                                       curvature_inverse_sqrt, curvature_train_sample,
                                                       damped_spectrum, inverse_sqrt_from_gradients, load_curvature,
                                                       mix_curvature, save_curvature)
@@ -59,6 +59,18 @@ def test_auto_lambda_makes_the_eigenvalue_curves_cross_at_the_component():
     low_rank = _matrix_with_eigenvalues(torch.cat([e_eval[:5], torch.zeros(35, dtype=torch.float64)]), 4)
     clipped = auto_lambda(low_rank, r_train, component=1000)
     assert clipped == pytest.approx(float(e_train[4] / (e_eval[4] + e_train[4])), rel=1e-6)
+
+
+def test_auto_component_defaults_to_the_papers_fraction_of_d():
+    assert scaled_auto_component(65536) == 1000
+    assert scaled_auto_component(4096) == 62
+    assert scaled_auto_component(16) == 1
+    e_eval = torch.logspace(2, -4, 128, dtype=torch.float64)
+    e_train = torch.logspace(0, -2, 128, dtype=torch.float64)
+    r_eval, r_train = _matrix_with_eigenvalues(e_eval, 5), _matrix_with_eigenvalues(e_train, 6)
+    _, used = mix_curvature(r_eval, r_train, "auto")  # d = 128 -> component 2
+    assert used == pytest.approx(float(e_train[2] / (e_eval[2] + e_train[2])), rel=1e-6)
+    assert used != pytest.approx(auto_lambda(r_eval, r_train, component=1000), rel=1e-3)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -78,11 +78,26 @@ def auto_lambda(r_eval: torch.Tensor, r_train: torch.Tensor, component: int) -> 
     return float(e_train[k]) / denominator
 
 
+PAPER_AUTO_COMPONENT, PAPER_PROJECTION_DIM = 1000, 65536
+"""TrackStar (§A.1.3) makes the curves cross at component 1000 of d = 2^16."""
+
+
+def scaled_auto_component(dim: int) -> int:
+    """The paper's crossing component as the same fraction of a smaller or larger d (at least 1).
+
+    A fixed 1000 degenerates at small d: with a few hundred queries R_eval has fewer nonzero
+    eigenvalues than that, the crossing is clipped to its tail and lambda comes out as ~1.
+    """
+    return max(1, round(PAPER_AUTO_COMPONENT * dim / PAPER_PROJECTION_DIM))
+
+
 def mix_curvature(r_eval: torch.Tensor, r_train: torch.Tensor, lambda_mix: float | Literal["auto"],
-                  auto_component: int = 1000) -> tuple[torch.Tensor, float]:
+                  auto_component: int | None = None) -> tuple[torch.Tensor, float]:
     """R = lambda R_eval + (1 - lambda) R_train, with lambda given or chosen by `auto_lambda`."""
     if r_eval.shape != r_train.shape:
         raise ValueError(f"R_eval {tuple(r_eval.shape)} and R_train {tuple(r_train.shape)} differ in shape")
+    if auto_component is None:
+        auto_component = scaled_auto_component(r_eval.shape[0])
     value = auto_lambda(r_eval, r_train, auto_component) if lambda_mix == "auto" else float(lambda_mix)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"lambda must be in [0, 1] or 'auto', got {lambda_mix!r}")
