@@ -1,7 +1,7 @@
 """The embedded default: pretraining reaches the issue's recall target.
 
-It pretrains the full default model (about 10 minutes on 2 idle cores, far longer on a loaded
-machine), so it is left out of the default test run: `python -m pytest -m default_run` runs it.
+It pretrains the full default model (about 8 minutes on 2 cores, longer on a loaded machine);
+`python -m pytest -m "not default_run"` leaves it out for quick iterations.
 """
 
 from __future__ import annotations
