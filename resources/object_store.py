@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
@@ -22,25 +24,14 @@ class ObjectStoreResource(ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> "ObjectStoreResource":
-        return cls(
-            uri=settings.uri,
-            endpoint_url=settings.endpoint_url,
-            access_key_id=settings.access_key_id,
-            secret_access_key=settings.secret_access_key,
-            region=settings.region,
-        )
+        return cls(**dataclasses.asdict(settings))
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._store = ObjectStore(self.storage_settings())
 
     def storage_settings(self) -> StorageSettings:
-        return StorageSettings(
-            uri=self.uri,
-            endpoint_url=self.endpoint_url,
-            access_key_id=self.access_key_id,
-            secret_access_key=self.secret_access_key,
-            region=self.region,
-        )
+        return StorageSettings(**{field.name: getattr(self, field.name)
+                                  for field in dataclasses.fields(StorageSettings)})
 
     @property
     def store(self) -> ObjectStore:

@@ -7,6 +7,7 @@ Keys are always '/'-separated paths relative to the store's root.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -258,18 +259,18 @@ class ObjectStore:
         return options
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    """('s3://bucket', 'key/inside') for an S3 URI."""
+def _bucket_store(uri: str, storage: StorageSettings | None) -> tuple[ObjectStore, str]:
+    """A store rooted at the bucket of an s3:// URI (credentials from `storage`) and the key inside it."""
     location = parse_s3_uri(uri)
-    return f"s3://{location.bucket}", location.prefix
+    base = storage or StorageSettings()
+    return ObjectStore(dataclasses.replace(base, uri=f"s3://{location.bucket}")), location.prefix
 
 
 def read_uri_bytes(uri: str, storage: StorageSettings | None = None) -> bytes:
     """Bytes of a single file named by a local path, file:// or s3:// URI."""
     if uri.startswith("s3://"):
-        root, key = _split_uri(uri)
-        base = storage or StorageSettings()
-        return ObjectStore(StorageSettings(**{**base.__dict__, "uri": root})).get_bytes(key)
+        store, key = _bucket_store(uri, storage)
+        return store.get_bytes(key)
     path = local_path_of(uri)
     if not path.is_file():
         raise StorageError(f"{uri} does not exist or is not a file")
@@ -283,9 +284,7 @@ def materialize_local(uri: str, storage: StorageSettings | None = None, cache_di
         if not path.exists():
             raise StorageError(f"{uri} does not exist")
         return path
-    root, key = _split_uri(uri)
-    base = storage or StorageSettings()
-    store = ObjectStore(StorageSettings(**{**base.__dict__, "uri": root}))
+    store, key = _bucket_store(uri, storage)
     cache = cache_dir or Path(os.environ.get("TRACKSTAR_CACHE", Path.home() / ".cache" / "trackstar"))
     destination = cache / store._location.bucket / key
     if store.exists(key):
