@@ -123,10 +123,11 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
                                   candidates=lambda query_id, ids: rows.scores(by_query[query_id], ids))
     recall = fact_recall(model, tokenizer, queries_frame)
     curvature = layout.get_json(store, layout.CURVATURE_MANIFEST)
+    moments = load_optimizer_moments(store, storage, model, settings.attribution.optimizer_correction)
     with tempfile.TemporaryDirectory() as scratch:
         result = evaluate(
             corpus, queries_frame, ground_truth(corpus, queries_frame), settings, Path(scratch),
-            model=model, tokenizer=tokenizer, second_moments=load_optimizer_moments(store, storage, model),
+            model=model, tokenizer=tokenizer, second_moments=moments,
             tailpatch=tailpatch, fact_correct=recall.correct, fact_recall=recall.accuracy,
             methods={"trackstar": trackstar}, model_info={"source": manifest["source"], "version": manifest["model_version"]},
             table_version=int(table.version), lambda_used=curvature.get("lambda_used"), progress=context.log.info,

@@ -38,7 +38,7 @@ def _gradients(context: AssetExecutionContext, pipeline: PipelineConfig, object_
     from trackstar_pipeline.attribution.gradients import collect_gradients
 
     store, storage = object_store.store, object_store.storage_settings()
-    moments = load_optimizer_moments(store, storage, model) if pipeline.settings.attribution.optimizer_correction != "none" else None
+    moments = load_optimizer_moments(store, storage, model, pipeline.settings.attribution.optimizer_correction)
     vectors = collect_gradients(model, examples, pipeline.settings.attribution, second_moments=moments,
                                 device=torch_device.torch_device, progress=_progress(context, what))
     return vectors.numpy()  # (N, d) float32

@@ -57,10 +57,12 @@ def load_checkpoint(store: ObjectStore, storage: StorageSettings, device: Any = 
     return model, tokenizer
 
 
-def load_optimizer_moments(store: ObjectStore, storage: StorageSettings, model: Any) -> Any:
-    """The optimizer's second moments for the stored checkpoint, or None when none was given."""
+def load_optimizer_moments(store: ObjectStore, storage: StorageSettings, model: Any, correction: str) -> Any:
+    """The optimizer's second moments for the stored checkpoint; None when none was given or correction is 'none'."""
     from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 
+    if correction == "none":
+        return None
     manifest = layout.get_json(store, layout.MODEL_MANIFEST)
     key = manifest.get("optimizer_state_key")
     if not key:

@@ -161,7 +161,7 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     model, tokenizer = load_checkpoint(store, settings.storage, device=device)
     encoded = encode_queries(["query"], [prompt], [completion], tokenizer,
                              context_length(model, attribution.max_length), attribution.overlength)
-    moments = load_optimizer_moments(store, settings.storage, model) if attribution.optimizer_correction != "none" else None
+    moments = load_optimizer_moments(store, settings.storage, model, attribution.optimizer_correction)
     gradient = collect_gradients(model, encoded.examples, attribution, second_moments=moments, device=device)  # (1, d)
     vector = prepare_vectors(gradient, load_inverse_sqrt(store, settings.storage), attribution.unit_normalize)  # (1, d)
     table = VectorStore.for_store(store).open_table()
