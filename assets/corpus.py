@@ -15,8 +15,8 @@ from dagster import (
     sensor,
 )
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import load_checkpoint, load_sources, split_into_shards
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import load_checkpoint, load_sources, split_into_shards
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig

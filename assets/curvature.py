@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import load_curvature_file
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import load_curvature_file
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore

@@ -9,8 +9,8 @@ import polars as pl
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import (
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import (
     load_checkpoint,
     load_inverse_sqrt,
     load_optimizer_moments,
@@ -18,7 +18,7 @@ from trackstar_pipeline.assets.loading import (
 )
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
-from trackstar_pipeline.assets.search import TableVectors, search_table
+from trackstar_pipeline.attribution.table_search import TableVectors, search_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
 from trackstar_pipeline.storage import materialize_local
 

@@ -13,8 +13,8 @@ from dagster import (
     asset,
 )
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import load_checkpoint, load_optimizer_moments
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import load_checkpoint, load_optimizer_moments
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice
 

@@ -20,8 +20,8 @@ from dagster import (
     define_asset_job,
 )
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import load_inverse_sqrt
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import load_inverse_sqrt
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, VectorStore
 from trackstar_pipeline.resources.vector_store import gradient_table_schema

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, MetadataValue, multi_asset
 
-from trackstar_pipeline.assets import layout
-from trackstar_pipeline.assets.loading import file_digest, tree_digest
+from trackstar_pipeline.storage import layout
+from trackstar_pipeline.storage.artifacts import file_digest, tree_digest
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice
 
 

@@ -109,7 +109,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
 def _headline(settings: PipelineSettings) -> str:
     """The headline metrics table of the report `trackstar run` just wrote."""
-    from trackstar_pipeline.assets.layout import REPORTS
+    from trackstar_pipeline.storage.layout import REPORTS
     from trackstar_pipeline.evaluation.report import headline_table
     from trackstar_pipeline.storage import ObjectStore
 

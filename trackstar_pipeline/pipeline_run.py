@@ -124,7 +124,7 @@ def materialize_shards(dagster_home: Path, settings: PipelineSettings, assets: S
 def run_pipeline(settings: PipelineSettings, dagster_home: Path = Path(".dagster_home"), progress: Progress = print,
                  parallel_shards: int = 1, in_process: bool = False) -> str:
     """Materializes every asset for every shard; returns the path (or s3:// URI) of the evaluation report."""
-    from trackstar_pipeline.assets import layout
+    from trackstar_pipeline.storage import layout
 
     instance = prepare_instance(settings, dagster_home)
     store = ObjectStore(settings.storage)
@@ -148,8 +148,8 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     """The k training examples whose stored vectors best match this prompt/completion's gradient."""
     import torch
 
-    from trackstar_pipeline.assets.loading import load_checkpoint, load_inverse_sqrt, load_optimizer_moments
-    from trackstar_pipeline.assets.search import search_table
+    from trackstar_pipeline.storage.artifacts import load_checkpoint, load_inverse_sqrt, load_optimizer_moments
+    from trackstar_pipeline.attribution.table_search import search_table
     from trackstar_pipeline.attribution.device import resolve_device
     from trackstar_pipeline.attribution.examples import context_length, encode_queries
     from trackstar_pipeline.attribution.gradients import collect_gradients

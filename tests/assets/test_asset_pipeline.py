@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from trackstar_pipeline import pipeline_run
-from trackstar_pipeline.assets import layout
+from trackstar_pipeline.storage import layout
 from trackstar_pipeline.assets.corpus import corpus_shard_sensor
 from trackstar_pipeline.assets.index import duplicate_ids
-from trackstar_pipeline.assets.loading import load_sources
+from trackstar_pipeline.storage.artifacts import load_sources
 from trackstar_pipeline.definitions import build_definitions, build_resources
 from trackstar_pipeline.resources import VectorStore
 from trackstar_pipeline.settings import StorageSettings

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 
 from trackstar_pipeline.assets.index import ANN_MIN_ROWS, gradient_index, table_rows
-from trackstar_pipeline.assets.search import search_table
+from trackstar_pipeline.attribution.table_search import search_table
 from trackstar_pipeline.resources import VectorStore
 
 

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from trackstar_pipeline.assets import layout
+from trackstar_pipeline.storage import layout
 from trackstar_pipeline.assets.corpus import corpus_shard_sensor, corpus_source, discover_shards
 from trackstar_pipeline.assets.index import gradient_index, table_rows
 from trackstar_pipeline.definitions import build_resources

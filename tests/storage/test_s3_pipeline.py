@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from trackstar_pipeline import pipeline_run
-from trackstar_pipeline.assets import layout
+from trackstar_pipeline.storage import layout
 from trackstar_pipeline.assets.index import duplicate_ids
 from trackstar_pipeline.resources import VectorStore
 from trackstar_pipeline.storage import ObjectStore

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trackstar_pipeline.assets.loading import load_sources, split_into_shards
+from trackstar_pipeline.storage.artifacts import load_sources, split_into_shards
 from trackstar_pipeline.data.records import write_records
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.settings import DataSettings

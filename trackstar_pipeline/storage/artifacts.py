@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from trackstar_pipeline.assets import layout
+from trackstar_pipeline.storage import layout
 from trackstar_pipeline.settings import DataSettings, StorageSettings
 from trackstar_pipeline.storage import ObjectStore, materialize_local
 
