@@ -1,14 +1,20 @@
-"""Curvature: R_train and R_eval second-moment matrices, their mix R, and the damped R^{-1/2}."""
+"""Curvature: R_train and R_eval second-moment matrices, their mix R, and the damped R^{-1/2}.
 
+Each is block-diagonal (one float64 block per hooked module, or one dense block with
+curvature_blocks='dense') and stored as safetensors with one tensor per block.
+"""
+
+import json
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.storage.artifacts import load_curvature_file
+from trackstar_pipeline.storage.artifacts import checkpoint_curvature_blocks, load_curvature_file
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore
@@ -23,23 +29,27 @@ def _save(store: ObjectStore, key: str, tensors: dict[str, torch.Tensor], metada
         return store.put_file(key, path), path.stat().st_size
 
 
-def _accumulate(blocks) -> tuple[torch.Tensor, int]:
+def _accumulate_and_save(store: ObjectStore, key: str, name: str, vectors: Iterable[np.ndarray],
+                         block_sizes: tuple[int, ...]) -> dict:
+    """Stream (B, d) gradient blocks into the per-module mean(g g^T), store it, and return the asset metadata."""
     from trackstar_pipeline.attribution.curvature import CurvatureAccumulator
 
-    accumulator = None
-    for vectors in blocks:
-        if accumulator is None:
-            accumulator = CurvatureAccumulator(vectors.shape[1])
-        if len(vectors):
-            accumulator.update(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)))  # (B, d)
-    if accumulator is None or accumulator.count == 0:
+    accumulator = CurvatureAccumulator(block_sizes)
+    for batch in vectors:
+        if len(batch):
+            accumulator.update(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))  # (B, d)
+    if accumulator.count == 0:
         raise ValueError("no gradients to accumulate; materialize projected_gradients / query_gradients first")
-    return accumulator.mean(), accumulator.count  # (d, d) float64
+    matrix = accumulator.mean()
+    uri, size = _save(store, key, matrix.tensors(name), {"samples": str(accumulator.count),
+                                                         "block_sizes": json.dumps(list(block_sizes))})
+    return {"uri": MetadataValue.url(uri), "bytes": size, "samples": accumulator.count, "dim": matrix.dim,
+            "blocks": len(block_sizes), "trace": matrix.trace()}
 
 
-@asset(group_name="curvature", kinds={"safetensors"}, deps=["projected_gradients"])
+@asset(group_name="curvature", kinds={"safetensors"}, deps=["projected_gradients", "model_checkpoint"])
 def r_train(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
-    """mean(g g^T) over a seeded sample of training gradients (every registered shard contributes)."""
+    """mean(g g^T) per module block over a seeded sample of training gradients (every registered shard contributes)."""
     from trackstar_pipeline.attribution.curvature import curvature_train_sample
 
     settings, store = pipeline.settings, object_store.store
@@ -56,21 +66,18 @@ def r_train(context: AssetExecutionContext, pipeline: PipelineConfig, object_sto
             _, vectors = layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (N_shard, d)
             yield vectors[keep[start:end]]
 
-    matrix, count = _accumulate(blocks())
-    uri, size = _save(store, layout.R_TRAIN, {"r_train": matrix}, {"samples": str(count)})
-    return MaterializeResult(metadata={"uri": MetadataValue.url(uri), "bytes": size, "samples": count,
-                                       "shards": len(shards), "dim": int(matrix.shape[0]), "trace": float(torch.trace(matrix))})
+    block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), settings.attribution)
+    metadata = _accumulate_and_save(store, layout.R_TRAIN, "r_train", blocks(), block_sizes)
+    return MaterializeResult(metadata={**metadata, "shards": len(shards)})
 
 
-@asset(group_name="curvature", kinds={"safetensors"}, deps=["query_gradients"])
-def r_eval(context: AssetExecutionContext, object_store: ObjectStoreResource) -> MaterializeResult:
-    """mean(g g^T) over the query (evaluation) gradients."""
+@asset(group_name="curvature", kinds={"safetensors"}, deps=["query_gradients", "model_checkpoint"])
+def r_eval(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
+    """mean(g g^T) per module block over the query (evaluation) gradients."""
     store = object_store.store
     _, vectors = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
-    matrix, count = _accumulate([vectors])
-    uri, size = _save(store, layout.R_EVAL, {"r_eval": matrix}, {"samples": str(count)})
-    return MaterializeResult(metadata={"uri": MetadataValue.url(uri), "bytes": size, "samples": count,
-                                       "dim": int(matrix.shape[0]), "trace": float(torch.trace(matrix))})
+    block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), pipeline.settings.attribution)
+    return MaterializeResult(metadata=_accumulate_and_save(store, layout.R_EVAL, "r_eval", [vectors], block_sizes))
 
 
 @asset(
@@ -78,12 +85,11 @@ def r_eval(context: AssetExecutionContext, object_store: ObjectStoreResource) ->
     kinds={"safetensors"},
     deps=["r_train", "r_eval"],
     check_specs=[AssetCheckSpec("r_spd_after_damping", asset="curvature_inverse_sqrt",
-                                description="R is symmetric and positive definite once damped")],
+                                description="every block of R is symmetric and positive definite once damped")],
 )
 def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
-    """R = lambda R_eval + (1 - lambda) R_train and its damped R^{-1/2} (absent when curvature is off)."""
-    from trackstar_pipeline.attribution.curvature import curvature_inverse_sqrt as inverse_sqrt
-    from trackstar_pipeline.attribution.curvature import damped_spectrum, mix_curvature
+    """R = lambda R_eval + (1 - lambda) R_train and its damped R^{-1/2}, block by block (absent when curvature is off)."""
+    from trackstar_pipeline.attribution.curvature import BlockDiagonal, damped_inverse_sqrt, mix_curvature
 
     attribution, store = pipeline.settings.attribution, object_store.store
     if not attribution.curvature:
@@ -92,19 +98,28 @@ def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineCon
                                  check_results=[AssetCheckResult(passed=True, metadata={"skipped": "curvature disabled"})])
     train, _ = load_curvature_file(store, object_store.storage_settings(), layout.R_TRAIN)
     evaluation, _ = load_curvature_file(store, object_store.storage_settings(), layout.R_EVAL)
-    mixed, lambda_used = mix_curvature(evaluation["r_eval"], train["r_train"], attribution.lambda_mix, attribution.lambda_auto_component)
-    inverse = inverse_sqrt(mixed, attribution.damping)  # (d, d) float32
-    asymmetry, min_eigenvalue, condition = damped_spectrum(mixed, attribution.damping)
-    uri, size = _save(store, layout.INVERSE_SQRT, {"inverse_sqrt": inverse},
-                      {"lambda_used": str(lambda_used), "damping": str(attribution.damping)})
-    layout.put_json(store, layout.CURVATURE_MANIFEST, {"enabled": True, "lambda_used": float(lambda_used), "damping": attribution.damping})
-    finite = bool(torch.isfinite(inverse).all())
+    mixed, lambda_used = mix_curvature(BlockDiagonal.from_tensors(evaluation, "r_eval"),
+                                       BlockDiagonal.from_tensors(train, "r_train"),
+                                       attribution.lambda_mix, attribution.lambda_auto_component)
+    del train, evaluation
+    inverse, spectrum = damped_inverse_sqrt(mixed, attribution.damping)  # float32 blocks
+    context.log.info(f"R^-1/2 over {len(inverse.sizes)} block(s) of d={inverse.dim}, lambda={lambda_used:.4f}")
+    uri, size = _save(store, layout.INVERSE_SQRT, inverse.tensors("inverse_sqrt"),
+                      {"lambda_used": str(lambda_used), "damping": str(attribution.damping),
+                       "block_sizes": json.dumps(list(inverse.sizes))})
+    layout.put_json(store, layout.CURVATURE_MANIFEST, {"enabled": True, "lambda_used": float(lambda_used),
+                                                       "damping": attribution.damping, "blocks": len(inverse.sizes)})
+    finite = all(bool(torch.isfinite(block).all()) for block in inverse.blocks)
+    worst = int(np.argmin(spectrum.block_min_eigenvalues))
     return MaterializeResult(
         metadata={"uri": MetadataValue.url(uri), "bytes": size, "lambda_used": float(lambda_used),
-                  "damping": attribution.damping, "condition_number": condition, "min_eigenvalue_damped": min_eigenvalue,
-                  "dim": int(inverse.shape[0])},
+                  "damping": attribution.damping, "condition_number": spectrum.condition,
+                  "min_eigenvalue_damped": spectrum.min_eigenvalue, "dim": inverse.dim, "blocks": len(inverse.sizes),
+                  "curvature_blocks": attribution.curvature_blocks},
         check_results=[AssetCheckResult(
-            passed=asymmetry < 1e-6 and min_eigenvalue > 0 and finite,
-            metadata={"relative_asymmetry": asymmetry, "min_eigenvalue_damped": min_eigenvalue, "inverse_finite": finite},
+            passed=spectrum.relative_asymmetry < 1e-6 and spectrum.blocks_not_positive == 0 and finite,
+            metadata={"relative_asymmetry": spectrum.relative_asymmetry, "min_eigenvalue_damped": spectrum.min_eigenvalue,
+                      "blocks": len(spectrum.block_min_eigenvalues), "blocks_not_positive": spectrum.blocks_not_positive,
+                      "worst_block": worst, "inverse_finite": finite},
         )],
     )

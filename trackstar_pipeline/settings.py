@@ -19,6 +19,7 @@ OverlengthPolicy = Literal["truncate", "reject"]
 BadRecordPolicy = Literal["reject", "skip"]
 OptimizerCorrection = Literal["factored", "exact", "none"]
 ProjectionKind = Literal["rademacher", "gaussian"]
+CurvatureBlocks = Literal["module", "dense"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class AttributionSettings:
     overlength: OverlengthPolicy = "truncate"
     device: str = "auto"
     """auto picks cuda when present; cpu and cuda[:n] force a device."""
+    curvature_blocks: CurvatureBlocks = "module"
+    """module: R is block-diagonal, one block per hooked module's slice of d (memory O(sum d_m^2), the paper's
+    and bergson's choice; d = 65536 fits); dense: one d x d block (d <= 16384), cross-module terms kept."""
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ def make_tokenizer(with_bos: bool, vocab_size: int = 300) -> PreTrainedTokenizer
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", **kwargs)
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32) -> LlamaForCausalLM:
+def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          pad_token_id=1)
     return LlamaForCausalLM(config).eval()

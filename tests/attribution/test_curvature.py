@@ -10,7 +10,8 @@ import torch
 from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, CurvatureTooLargeError, auto_lambda, scaled_auto_component,
                                                       curvature_inverse_sqrt, curvature_train_sample,
                                                       damped_spectrum, inverse_sqrt_from_gradients, load_curvature,
-                                                      mix_curvature, save_curvature)
+                                                      mix_curvature, save_curvature, BlockDiagonal,
+                                                      curvature_block_sizes, damped_inverse_sqrt)
 from trackstar_pipeline.settings import AttributionSettings
 
 
@@ -27,7 +28,21 @@ def test_accumulator_streams_to_the_exact_second_moment():
         accumulator.update(block)
     assert accumulator.count == 50
     expected = vectors.double().T @ vectors.double() / 50
-    assert torch.allclose(accumulator.mean(), expected, atol=1e-12)
+    assert torch.allclose(accumulator.mean().to_dense(), expected, atol=1e-12)
+
+
+def test_accumulator_keeps_the_diagonal_blocks_of_the_second_moment():
+    vectors = torch.randn(30, 9, generator=torch.Generator().manual_seed(1))
+    accumulator = CurvatureAccumulator((4, 2, 3))
+    for block in vectors.split(8):
+        accumulator.update(block)
+    mean = accumulator.mean()
+    full = vectors.double().T @ vectors.double() / 30  # (9, 9)
+    assert mean.sizes == (4, 2, 3)
+    for where, block in zip([slice(0, 4), slice(4, 6), slice(6, 9)], mean.blocks):
+        assert torch.allclose(block, full[where, where], atol=1e-12)
+    with pytest.raises(ValueError, match="same model and projection_dim"):
+        accumulator.update(torch.randn(2, 8))
 
 
 def test_inverse_sqrt_whitens_a_well_conditioned_r():
@@ -82,8 +97,13 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_refuses_a_dense_r_that_is_too_large():
-    with pytest.raises(CurvatureTooLargeError, match="--no-curvature.*--projection-dim"):
+    with pytest.raises(CurvatureTooLargeError, match="curvature_blocks: module.*--projection-dim.*--no-curvature"):
         CurvatureAccumulator(100_000)
+    with pytest.raises(CurvatureTooLargeError, match="per-module block"):
+        curvature_block_sizes([8192, 20000], "module")
+    assert curvature_block_sizes([4096] * 16, "module") == (4096,) * 16
+    with pytest.raises(CurvatureTooLargeError, match="dense"):
+        curvature_block_sizes([4096] * 16, "dense")
 
 
 def test_inverse_sqrt_from_gradients_samples_the_corpus_and_mixes_with_the_queries():
@@ -92,7 +112,7 @@ def test_inverse_sqrt_from_gradients_samples_the_corpus_and_mixes_with_the_queri
     settings = AttributionSettings(projection_dim=6, lambda_mix=0.7, damping=0.01, curvature_train_samples=15,
                                    projection_seed=3)
     lines: list[str] = []
-    inverse, used = inverse_sqrt_from_gradients(corpus, queries, settings, lines.append)
+    inverse, used = inverse_sqrt_from_gradients(corpus, queries, replace(settings, curvature_blocks="dense"), lines.append)
     sample = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:15]
     r_train = corpus[sample].double().T @ corpus[sample].double() / 15
     r_eval = queries.double().T @ queries.double() / 9
@@ -116,3 +136,70 @@ def test_curvature_train_sample_is_seeded_and_capped():
     assert torch.equal(sample, curvature_train_sample(50, 20, seed=4))
     assert len(set(sample.tolist())) == 20 and max(sample.tolist()) < 50
     assert sorted(curvature_train_sample(5, 20, seed=4).tolist()) == [0, 1, 2, 3, 4]
+
+
+def _random_second_moment(size: int, rank: int, seed: int) -> torch.Tensor:
+    factors = torch.randn(rank, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return factors.T @ factors / rank  # (size, size), rank-deficient when rank < size
+
+
+SIZES = (5, 3, 7)
+
+
+def _block_pair() -> tuple[BlockDiagonal, BlockDiagonal]:
+    r_eval = BlockDiagonal(tuple(_random_second_moment(size, 2, seed) for seed, size in enumerate(SIZES)))
+    r_train = BlockDiagonal(tuple(_random_second_moment(size, 10, 10 + seed) for seed, size in enumerate(SIZES)))
+    return r_eval, r_train
+
+
+def test_block_inverse_sqrt_equals_the_dense_computation_on_the_block_diagonal_r():
+    r_eval, r_train = _block_pair()
+    mixed, used = mix_curvature(r_eval, r_train, "auto", auto_component=4)
+    dense_mixed, dense_used = mix_curvature(r_eval.to_dense(), r_train.to_dense(), "auto", auto_component=4)
+    assert used == pytest.approx(dense_used, rel=1e-10)  # lambda from the pooled eigenvalues of all blocks
+    assert torch.allclose(mixed.to_dense(), dense_mixed, atol=1e-12)
+    inverse = curvature_inverse_sqrt(mixed, damping=0.01)
+    assert isinstance(inverse, BlockDiagonal) and inverse.sizes == SIZES
+    # by hand: eigendecompose the (15, 15) block-diagonal R, shift by 0.01 * its mean eigenvalue
+    eigenvalues, eigenvectors = torch.linalg.eigh(dense_mixed)
+    shift = 0.01 * float(eigenvalues.mean())
+    by_hand = (eigenvectors * (eigenvalues.clamp_min(0) + shift).rsqrt()) @ eigenvectors.T
+    assert torch.allclose(inverse.to_dense().double(), by_hand, atol=1e-4)
+    vectors = torch.randn(4, 15, generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(inverse.apply(vectors), vectors @ by_hand.float(), atol=1e-4)
+
+
+def test_block_curvature_round_trips_through_safetensors(tmp_path):
+    r_eval, _ = _block_pair()
+    save_curvature(tmp_path / "r.safetensors", r_eval.tensors("r_eval"), {"block_sizes": list(SIZES)})
+    tensors, metadata = load_curvature(tmp_path / "r.safetensors")
+    loaded = BlockDiagonal.from_tensors(tensors, "r_eval")
+    assert loaded.sizes == SIZES and all(torch.equal(a, b) for a, b in zip(loaded.blocks, r_eval.blocks))
+    assert metadata == {"block_sizes": "[5, 3, 7]"}
+    assert BlockDiagonal.from_tensors({"r_eval": torch.eye(3)}, "r_eval").sizes == (3,)  # the old dense layout
+    with pytest.raises(KeyError, match="rematerialize"):
+        BlockDiagonal.from_tensors(tensors, "inverse_sqrt")
+
+
+def test_damped_spectrum_is_checked_per_block():
+    positive = _matrix_with_eigenvalues(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), seed=1)
+    indefinite = _matrix_with_eigenvalues(torch.tensor([-1.0, 1.0, 6.0], dtype=torch.float64), seed=2)
+    _, spectrum = damped_inverse_sqrt(BlockDiagonal((positive, indefinite)), damping=0.1)  # shift 0.1 * 12 / 6
+    assert spectrum.block_min_eigenvalues == pytest.approx((1.2, -0.8))
+    assert spectrum.blocks_not_positive == 1 and spectrum.condition == float("inf")
+    _, minimum, _ = damped_spectrum(BlockDiagonal((positive, indefinite)), 0.1)
+    assert minimum == pytest.approx(-0.8)
+
+
+def test_inverse_sqrt_from_gradients_per_module_block():
+    generator = torch.Generator().manual_seed(5)
+    corpus, queries = torch.randn(40, 8, generator=generator), torch.randn(9, 8, generator=generator)
+    settings = AttributionSettings(projection_dim=8, lambda_mix=0.7, damping=0.01, curvature_train_samples=15,
+                                   projection_seed=3)
+    inverse, _ = inverse_sqrt_from_gradients(corpus, queries, settings, block_sizes=(5, 3))
+    sample = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:15]
+    full = 0.7 * queries.double().T @ queries.double() / 9 + 0.3 * corpus[sample].double().T @ corpus[sample].double() / 15
+    block_diagonal = torch.block_diag(full[:5, :5], full[5:, 5:])  # cross-module terms dropped
+    assert torch.allclose(inverse.to_dense(), curvature_inverse_sqrt(block_diagonal, 0.01), atol=1e-5)
+    with pytest.raises(ValueError, match="block_sizes=model_curvature_blocks"):
+        inverse_sqrt_from_gradients(corpus, queries, settings)

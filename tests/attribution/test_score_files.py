@@ -73,7 +73,7 @@ def test_exact_scores_are_cosines_of_exact_gradients(files):
 
 def test_refuses_exact_gradients_with_dense_curvature(files):
     tmp_path, _, _ = files
-    big = AttributionSettings(projection_dim=0, include_embedding=True)  # 300 * 32 embedding alone: > 16384 total
+    big = AttributionSettings(projection_dim=0, include_embedding=True, curvature_blocks="dense")  # > 16384 in all
     with pytest.raises(ValueError, match="--no-curvature"):
         score_files(tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "queries.jsonl", tmp_path / "s.jsonl",
                     big, top_k=2, progress=lambda message: None)

@@ -6,66 +6,194 @@ projected) gradients, accumulated in float64 one batch at a time. Scores use R^{
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence, Union
 
 import torch
+from torch import nn
 
-from trackstar_pipeline.settings import AttributionSettings
+from trackstar_pipeline.settings import AttributionSettings, CurvatureBlocks
 
-MAX_DENSE_CURVATURE_DIM = 16384
-"""Above this d a dense (d, d) float64 R (2 GiB at 16384) is refused rather than attempted."""
-
+MAX_CURVATURE_BLOCK_DIM = 16384
+"""Above this a (d_m, d_m) float64 block of R (2 GiB at 16384) is refused rather than attempted."""
+MAX_DENSE_CURVATURE_DIM = MAX_CURVATURE_BLOCK_DIM
+"""The old name: with curvature_blocks='dense' the one block is all of d."""
 
 RANK_TOLERANCE = 1e-10
 """Eigenvalues below this fraction of the largest count as zero when finding the available rank."""
 
 
 class CurvatureTooLargeError(ValueError):
-    """The gradient dimension is too large for a dense curvature matrix."""
+    """A block of the curvature matrix is too large to hold and decompose."""
 
 
-def check_curvature_dim(dim: int) -> None:
-    """Refuse early, before any gradient is computed, when R would not fit."""
-    if dim > MAX_DENSE_CURVATURE_DIM:
-        gib = dim * dim * 8 / 2**30
+def check_curvature_blocks(sizes: Sequence[int]) -> None:
+    """Refuse early, before any gradient is computed, when a block of R would not fit."""
+    largest = max(sizes)
+    if largest > MAX_CURVATURE_BLOCK_DIM:
+        gib = largest * largest * 8 / 2**30
+        what = "a dense" if len(sizes) == 1 else f"a per-module block (one of {len(sizes)}) of"
         raise CurvatureTooLargeError(
-            f"gradient dimension d={dim} needs a dense {dim}x{dim} curvature matrix ({gib:.1f} GiB in float64), "
-            f"more than the limit d <= {MAX_DENSE_CURVATURE_DIM}; pass --no-curvature (curvature: false) or a "
-            "projection dim (--projection-dim 4096)"
+            f"the curvature needs {what} {largest}x{largest} matrix ({gib:.1f} GiB in float64), more than the limit "
+            f"{MAX_CURVATURE_BLOCK_DIM}; use curvature_blocks: module (one block per hooked module), a smaller "
+            "projection dim (--projection-dim 4096), or pass --no-curvature (curvature: false)"
         )
 
 
-class CurvatureAccumulator:
-    """Streaming float64 sum of g g^T, so R never needs all gradients in memory at once."""
+def check_curvature_dim(dim: int) -> None:
+    """A dense d x d R: refuse early when it would not fit (the one-block case of `check_curvature_blocks`)."""
+    check_curvature_blocks([dim])
 
-    def __init__(self, dim: int):
-        check_curvature_dim(dim)
-        self.dim = dim
-        self.total = torch.zeros((dim, dim), dtype=torch.float64)  # (d, d)
+
+def model_curvature_blocks(model: nn.Module, settings: AttributionSettings) -> tuple[int, ...]:
+    """Block sizes of R for this model and settings: the projection's per-module slices (or one dense block)."""
+    from trackstar_pipeline.attribution.gradients import module_dims
+
+    return curvature_block_sizes(module_dims(model, settings), settings.curvature_blocks)
+
+
+def curvature_block_sizes(module_dims: Sequence[int], blocks: CurvatureBlocks) -> tuple[int, ...]:
+    """Block sizes of R over the gradient vector: one per hooked module, or one dense block of all of d."""
+    if blocks not in ("module", "dense"):
+        raise ValueError(f"curvature_blocks must be 'module' or 'dense', got {blocks!r}")
+    sizes = tuple(int(size) for size in module_dims) if blocks == "module" else (int(sum(module_dims)),)
+    check_curvature_blocks(sizes)
+    return sizes
+
+
+@dataclass(frozen=True)
+class BlockDiagonal:
+    """A symmetric block-diagonal (d, d) matrix kept as its diagonal blocks (one per hooked module).
+
+    Memory and time are O(sum d_m^2) and O(sum d_m^3) instead of O(d^2) and O(d^3); a dense R is
+    the one-block case, so every caller uses the same type.
+    """
+
+    blocks: tuple[torch.Tensor, ...]  # each (d_m, d_m)
+
+    def __post_init__(self) -> None:
+        for index, block in enumerate(self.blocks):
+            if block.ndim != 2 or block.shape[0] != block.shape[1]:
+                raise ValueError(f"curvature block {index} has shape {tuple(block.shape)}; blocks must be square")
+
+    @classmethod
+    def dense(cls, matrix: torch.Tensor) -> "BlockDiagonal":
+        """One (d, d) block."""
+        return cls((matrix,))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(block.shape[0]) for block in self.blocks)
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def slices(self) -> list[slice]:
+        """Where each block sits in the gradient vector."""
+        ends = list(itertools.accumulate(self.sizes))
+        return [slice(end - size, end) for end, size in zip(ends, self.sizes)]
+
+    def mixed_with(self, other: "BlockDiagonal", weight: float) -> "BlockDiagonal":
+        """weight * self + (1 - weight) * other, block by block (float64)."""
+        if self.sizes != other.sizes:
+            raise ValueError(f"curvature blocks differ: {self.sizes[:4]}... vs {other.sizes[:4]}...; "
+                             "R_eval and R_train must come from the same model and projection settings")
+        return BlockDiagonal(tuple(weight * a.double() + (1.0 - weight) * b.double()
+                                   for a, b in zip(self.blocks, other.blocks)))
+
+    def sorted_eigenvalues(self) -> torch.Tensor:
+        """Eigenvalues of all blocks pooled (the spectrum of the whole matrix), descending, clamped at 0: (d,)."""
+        pooled = torch.cat([torch.linalg.eigvalsh(_symmetric(block)) for block in self.blocks])  # (d,)
+        return pooled.sort(descending=True).values.clamp_min(0.0)
+
+    def trace(self) -> float:
+        return float(sum(torch.trace(block.double()) for block in self.blocks))
+
+    def apply(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors (N, d) times the matrix (it is symmetric), block by block: (N, d)."""
+        if vectors.shape[-1] != self.dim:
+            raise ValueError(f"vectors have d={vectors.shape[-1]} but the curvature has d={self.dim}; "
+                             "rematerialize the curvature for this projection")
+        return torch.cat([vectors[:, where] @ block.to(vectors) for where, block in zip(self.slices(), self.blocks)],
+                         dim=1)  # (N, d)
+
+    def to_dense(self) -> torch.Tensor:
+        """The full (d, d) matrix (small d only: tests and the dense setting)."""
+        return torch.block_diag(*self.blocks)
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """One safetensors entry per block, `name/<index>`."""
+        return {f"{name}/{index}": block for index, block in enumerate(self.blocks)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], name: str) -> "BlockDiagonal":
+        """Read what `tensors` wrote (and a plain `name` entry, the old dense layout)."""
+        if name in tensors:
+            return cls.dense(tensors[name])
+        count = sum(1 for key in tensors if key.startswith(f"{name}/"))
+        if count == 0:
+            raise KeyError(f"no curvature tensor named {name!r} (found {sorted(tensors)[:5]}); rematerialize the curvature")
+        return cls(tuple(tensors[f"{name}/{index}"] for index in range(count)))
+
+
+CurvatureMatrix = Union[torch.Tensor, BlockDiagonal]
+"""A dense (d, d) tensor or its block-diagonal form; functions return the kind they were given."""
+
+
+def _as_blocks(matrix: CurvatureMatrix) -> BlockDiagonal:
+    return matrix if isinstance(matrix, BlockDiagonal) else BlockDiagonal.dense(matrix)
+
+
+def _like(result: BlockDiagonal, given: CurvatureMatrix) -> CurvatureMatrix:
+    return result if isinstance(given, BlockDiagonal) else result.blocks[0]
+
+
+def _symmetric(block: torch.Tensor) -> torch.Tensor:
+    block = block.double()  # (d_m, d_m)
+    return (block + block.T) / 2
+
+
+class CurvatureAccumulator:
+    """Streaming float64 sum of g g^T per block, so R never needs all gradients in memory at once."""
+
+    def __init__(self, block_sizes: int | Sequence[int]):
+        sizes = (block_sizes,) if isinstance(block_sizes, int) else tuple(block_sizes)
+        check_curvature_blocks(sizes)
+        self.sizes = sizes
+        self.dim = sum(sizes)
+        self.totals = [torch.zeros((size, size), dtype=torch.float64) for size in sizes]  # each (d_m, d_m)
         self.count = 0
 
     def update(self, vectors: torch.Tensor) -> None:
         """Add a batch of gradient vectors (B, d)."""
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape (B, {self.dim}), got {tuple(vectors.shape)}")
+            raise ValueError(f"expected vectors of shape (B, {self.dim}), got {tuple(vectors.shape)}; the gradients "
+                             "and the curvature's module blocks must come from the same model and projection_dim")
         batch = vectors.detach().to("cpu", torch.float64)  # (B, d)
-        self.total += batch.T @ batch  # (d, d)
+        start = 0
+        for total, size in zip(self.totals, self.sizes):
+            part = batch[:, start: start + size]  # (B, d_m)
+            total += part.T @ part  # (d_m, d_m)
+            start += size
         self.count += batch.shape[0]
 
-    def mean(self) -> torch.Tensor:
-        """mean(g g^T) over everything seen: (d, d) float64."""
+    def mean(self) -> BlockDiagonal:
+        """mean(g g^T) per block over everything seen (float64)."""
         if self.count == 0:
             raise ValueError("no gradients were accumulated; the curvature needs at least one example")
-        return self.total / self.count
+        return BlockDiagonal(tuple(total / self.count for total in self.totals))
 
 
-def _sorted_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.eigvalsh(matrix.double()).flip(0).clamp_min(0.0)  # (d,) descending
+def _sorted_eigenvalues(matrix: CurvatureMatrix) -> torch.Tensor:
+    return _as_blocks(matrix).sorted_eigenvalues()  # (d,) descending
 
 
-def auto_lambda(r_eval: torch.Tensor, r_train: torch.Tensor, component: int) -> float:
-    """lambda at which the sorted eigenvalue curves of lambda R_eval and (1 - lambda) R_train cross at `component`."""
+def auto_lambda(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, component: int) -> float:
+    """lambda at which the sorted (pooled over blocks) eigenvalue curves of lambda R_eval and (1 - lambda) R_train
+    cross at `component`."""
     e_eval, e_train = _sorted_eigenvalues(r_eval), _sorted_eigenvalues(r_train)
     def rank(eigenvalues: torch.Tensor) -> int:  # numerically nonzero eigenvalues
         return int((eigenvalues > eigenvalues[0] * RANK_TOLERANCE).sum())
@@ -91,41 +219,93 @@ def scaled_auto_component(dim: int) -> int:
     return max(1, round(PAPER_AUTO_COMPONENT * dim / PAPER_PROJECTION_DIM))
 
 
-def mix_curvature(r_eval: torch.Tensor, r_train: torch.Tensor, lambda_mix: float | Literal["auto"],
-                  auto_component: int | None = None) -> tuple[torch.Tensor, float]:
-    """R = lambda R_eval + (1 - lambda) R_train, with lambda given or chosen by `auto_lambda`."""
-    if r_eval.shape != r_train.shape:
-        raise ValueError(f"R_eval {tuple(r_eval.shape)} and R_train {tuple(r_train.shape)} differ in shape")
+def mix_curvature(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, lambda_mix: float | Literal["auto"],
+                  auto_component: int | None = None) -> tuple[CurvatureMatrix, float]:
+    """R = lambda R_eval + (1 - lambda) R_train (block by block), with lambda given or chosen by `auto_lambda`."""
+    evaluation, train = _as_blocks(r_eval), _as_blocks(r_train)
+    if evaluation.sizes != train.sizes:
+        raise ValueError(f"R_eval (blocks {evaluation.sizes[:4]}, d={evaluation.dim}) and R_train (blocks "
+                         f"{train.sizes[:4]}, d={train.dim}) differ in shape")
     if auto_component is None:
-        auto_component = scaled_auto_component(r_eval.shape[0])
-    value = auto_lambda(r_eval, r_train, auto_component) if lambda_mix == "auto" else float(lambda_mix)
+        auto_component = scaled_auto_component(evaluation.dim)
+    value = auto_lambda(evaluation, train, auto_component) if lambda_mix == "auto" else float(lambda_mix)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"lambda must be in [0, 1] or 'auto', got {lambda_mix!r}")
-    return value * r_eval.double() + (1.0 - value) * r_train.double(), value
+    return _like(evaluation.mixed_with(train, value), r_eval), value
 
 
-def curvature_inverse_sqrt(matrix: torch.Tensor, damping: float) -> torch.Tensor:
-    """(R + damping * mean(eigenvalue) * I)^{-1/2} by symmetric eigendecomposition: (d, d) float32."""
-    symmetric = (matrix.double() + matrix.double().T) / 2  # (d, d)
-    eigenvalues, eigenvectors = torch.linalg.eigh(symmetric)  # (d,), (d, d)
-    eigenvalues = eigenvalues.clamp_min(0.0)
-    shift = damping * float(eigenvalues.mean())
-    if shift <= 0.0 and float(eigenvalues.min()) <= 0.0:
-        raise ValueError("the curvature is singular and damping is 0; set damping > 0")
-    inverse_roots = (eigenvalues + shift).rsqrt()  # (d,)
-    return ((eigenvectors * inverse_roots) @ eigenvectors.T).float()  # (d, d)
+@dataclass(frozen=True)
+class DampedSpectrum:
+    """Is R + damping * mean(eigenvalue) * I SPD, block by block? (eigenvalues not clamped, so a negative shows)."""
+
+    relative_asymmetry: float  # worst block
+    block_min_eigenvalues: tuple[float, ...]  # smallest damped eigenvalue of each block
+    max_eigenvalue: float
+
+    @property
+    def min_eigenvalue(self) -> float:
+        return min(self.block_min_eigenvalues)
+
+    @property
+    def condition(self) -> float:
+        return self.max_eigenvalue / self.min_eigenvalue if self.min_eigenvalue > 0 else float("inf")
+
+    @property
+    def blocks_not_positive(self) -> int:
+        return sum(1 for value in self.block_min_eigenvalues if value <= 0)
 
 
-def damped_spectrum(matrix: torch.Tensor, damping: float) -> tuple[float, float, float]:
+def damped_inverse_sqrt(matrix: CurvatureMatrix, damping: float) -> tuple[CurvatureMatrix, DampedSpectrum]:
+    """((R + damping * mean(eigenvalue) * I)^{-1/2} as float32, its damped spectrum), one eigh per block.
+
+    The shift uses the mean eigenvalue of the whole R (trace / d), so the block result equals the
+    dense computation on the block-diagonal matrix. Eigenvalues are clamped at 0 before the root.
+    """
+    blocks = _as_blocks(matrix)
+    shift = damping * blocks.trace() / blocks.dim
+    inverse, minimums, maximum, asymmetry = [], [], 0.0, 0.0
+    for block in blocks.blocks:
+        raw = block.double()  # (d_m, d_m)
+        asymmetry = max(asymmetry, float((raw - raw.T).abs().max() / raw.abs().max().clamp_min(1e-300)))
+        eigenvalues, eigenvectors = torch.linalg.eigh(_symmetric(raw))  # (d_m,), (d_m, d_m)
+        minimums.append(float(eigenvalues.min()) + shift)
+        maximum = max(maximum, float(eigenvalues.max()) + shift)
+        clamped = eigenvalues.clamp_min(0.0)  # (d_m,)
+        if shift <= 0.0 and float(clamped.min()) <= 0.0:
+            raise ValueError("the curvature is singular and damping is 0; set damping > 0")
+        inverse.append(((eigenvectors * (clamped + shift).rsqrt()) @ eigenvectors.T).float())  # (d_m, d_m)
+    spectrum = DampedSpectrum(asymmetry, tuple(minimums), maximum)
+    return _like(BlockDiagonal(tuple(inverse)), matrix), spectrum
+
+
+def curvature_inverse_sqrt(matrix: CurvatureMatrix, damping: float) -> CurvatureMatrix:
+    """(R + damping * mean(eigenvalue) * I)^{-1/2} per block: float32, dense in, dense out."""
+    return damped_inverse_sqrt(matrix, damping)[0]
+
+
+def damped_spectrum(matrix: CurvatureMatrix, damping: float) -> tuple[float, float, float]:
     """(relative asymmetry, min eigenvalue, condition number) of R + damping * mean(eig) * I: is the damped R SPD?
 
     Unlike `curvature_inverse_sqrt`, eigenvalues are not clamped at 0 first, so a negative direction shows.
     """
-    r = matrix.double()  # (d, d)
-    asymmetry = float((r - r.T).abs().max() / r.abs().max().clamp_min(1e-300))
-    eigenvalues = torch.linalg.eigvalsh((r + r.T) / 2)  # (d,)
-    damped = eigenvalues + damping * eigenvalues.mean()  # (d,)
-    return asymmetry, float(damped.min()), float(damped.max() / damped.min()) if damped.min() > 0 else float("inf")
+    blocks = _as_blocks(matrix)
+    shift = damping * blocks.trace() / blocks.dim
+    asymmetry, minimums, maximum = 0.0, [], -float("inf")
+    for block in blocks.blocks:
+        raw = block.double()  # (d_m, d_m)
+        asymmetry = max(asymmetry, float((raw - raw.T).abs().max() / raw.abs().max().clamp_min(1e-300)))
+        eigenvalues = torch.linalg.eigvalsh(_symmetric(raw)) + shift  # (d_m,)
+        minimums.append(float(eigenvalues.min()))
+        maximum = max(maximum, float(eigenvalues.max()))
+    spectrum = DampedSpectrum(asymmetry, tuple(minimums), maximum)
+    return spectrum.relative_asymmetry, spectrum.min_eigenvalue, spectrum.condition
+
+
+def whiten(vectors: torch.Tensor, inverse_sqrt: CurvatureMatrix) -> torch.Tensor:
+    """R^{-1/2} g for a batch (N, d): blockwise for a block-diagonal R, one matmul for a dense one."""
+    if isinstance(inverse_sqrt, BlockDiagonal):
+        return inverse_sqrt.apply(vectors)  # (N, d)
+    return vectors @ inverse_sqrt.to(vectors)  # (N, d)
 
 
 def curvature_train_sample(total: int, samples: int, seed: int) -> torch.Tensor:
@@ -136,23 +316,32 @@ def curvature_train_sample(total: int, samples: int, seed: int) -> torch.Tensor:
 
 def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
                                 settings: AttributionSettings, progress: Callable[[str], None] | None = None,
-                                ) -> tuple[torch.Tensor | None, float | None]:
+                                *, block_sizes: Sequence[int] | None = None,
+                                ) -> tuple[CurvatureMatrix | None, float | None]:
     """(R^{-1/2}, lambda used) from in-memory gradients: R_train over a seeded corpus sample, R_eval over the queries.
 
-    corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients. (None, None) when
-    settings.curvature is off. `progress` gets one line naming the sample sizes and lambda.
+    corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients. block_sizes: R's blocks
+    (`model_curvature_blocks`); needed for curvature_blocks='module', None means one dense block.
+    (None, None) when settings.curvature is off. `progress` gets one line naming the sample sizes and lambda.
     """
     if not settings.curvature:
         return None, None
+    if block_sizes is None:
+        if settings.curvature_blocks != "dense":
+            raise ValueError("curvature_blocks='module' needs the per-module block sizes; pass "
+                             "block_sizes=model_curvature_blocks(model, settings)")
+        block_sizes = (corpus_vectors.shape[1],)
     sample = curvature_train_sample(corpus_vectors.shape[0], settings.curvature_train_samples,
                                     settings.projection_seed)  # (S,)
-    r_train, r_eval = CurvatureAccumulator(corpus_vectors.shape[1]), CurvatureAccumulator(query_vectors.shape[1])
+    r_train, r_eval = CurvatureAccumulator(block_sizes), CurvatureAccumulator(block_sizes)
     r_train.update(corpus_vectors[sample])  # (S, d)
     r_eval.update(query_vectors)  # (Q, d)
     mixed, used = mix_curvature(r_eval.mean(), r_train.mean(), settings.lambda_mix, settings.lambda_auto_component)
     if progress is not None:
-        progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients, lambda={used:.4f}")
-    return curvature_inverse_sqrt(mixed, settings.damping), used
+        blocks = "" if len(block_sizes) == 1 else f" in {len(block_sizes)} module blocks"
+        progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients{blocks}, lambda={used:.4f}")
+    inverse = curvature_inverse_sqrt(mixed, settings.damping)
+    return (inverse.blocks[0] if len(block_sizes) == 1 else inverse), used
 
 
 def save_curvature(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

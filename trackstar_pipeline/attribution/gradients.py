@@ -96,6 +96,14 @@ def gradient_dim(model: nn.Module, settings: AttributionSettings) -> int:
     return sum(spec.out_features * spec.in_features for spec in hooked_modules(model, settings))
 
 
+def module_dims(model: nn.Module, settings: AttributionSettings) -> list[int]:
+    """Length of each hooked module's slice of the gradient vector, in vector order (the curvature's blocks)."""
+    specs = hooked_modules(model, settings)
+    if settings.projection_dim > 0:
+        return split_dim(settings.projection_dim, len(specs))
+    return [spec.out_features * spec.in_features for spec in specs]
+
+
 @dataclass
 class _ModulePlan:
     """What the hooks of one module do: its projector (folded or not) and exact-path correction."""

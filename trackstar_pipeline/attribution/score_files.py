@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trackstar_pipeline.attribution.curvature import check_curvature_dim, inverse_sqrt_from_gradients
+from trackstar_pipeline.attribution.curvature import inverse_sqrt_from_gradients, model_curvature_blocks
 from trackstar_pipeline.attribution.device import resolve_device
 from trackstar_pipeline.attribution.examples import context_length, encode_corpus, encode_queries
 from trackstar_pipeline.attribution.gradients import collect_gradients, gradient_dim
@@ -45,8 +45,7 @@ def score_files(model_dir, corpus_path, queries_path, output_path, settings: Att
     device = resolve_device(settings.device)
     model, tokenizer = load_model(str(model_dir), device=device)
     dim = gradient_dim(model, settings)
-    if settings.curvature:
-        check_curvature_dim(dim)
+    block_sizes = model_curvature_blocks(model, settings) if settings.curvature else None  # refuses a block too large
     max_length = context_length(model, settings.max_length)
     corpus = _columns(corpus_path, ("id", "text"), "corpus")
     queries = _columns(queries_path, ("id", "prompt", "completion"), "queries")
@@ -65,7 +64,8 @@ def score_files(model_dir, corpus_path, queries_path, output_path, settings: Att
 
     query_vectors = collect_gradients(model, query_batch.examples, settings, moments, device, report("query"))
     corpus_vectors = collect_gradients(model, corpus_batch.examples, settings, moments, device, report("corpus"))
-    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(corpus_vectors, query_vectors, settings, progress)
+    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(corpus_vectors, query_vectors, settings, progress,
+                                                           block_sizes=block_sizes)
     prepared_queries = prepare_vectors(query_vectors, inverse_sqrt, settings.unit_normalize)
     ids = [example.example_id for example in corpus_batch.examples]
     blocks = ((ids[start: start + SCORE_BLOCK],

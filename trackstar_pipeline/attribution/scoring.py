@@ -6,12 +6,14 @@ from typing import Iterable, Sequence
 
 import torch
 
+from trackstar_pipeline.attribution.curvature import CurvatureMatrix, whiten
 
-def prepare_vectors(vectors: torch.Tensor, inverse_sqrt: torch.Tensor | None, unit_normalize: bool) -> torch.Tensor:
-    """R^{-1/2} g (R^{-1/2} is symmetric), then unit norm: the vectors whose dot product is the score."""
+
+def prepare_vectors(vectors: torch.Tensor, inverse_sqrt: CurvatureMatrix | None, unit_normalize: bool) -> torch.Tensor:
+    """R^{-1/2} g (R^{-1/2} is symmetric, dense or block-diagonal), then unit norm: the vectors whose dot product is the score."""
     prepared = vectors.float()  # (N, d)
     if inverse_sqrt is not None:
-        prepared = prepared @ inverse_sqrt.to(prepared)  # (N, d)
+        prepared = whiten(prepared, inverse_sqrt)  # (N, d)
     if unit_normalize:
         prepared = prepared / prepared.norm(dim=1, keepdim=True).clamp_min(1e-30)  # (N, d)
     return prepared

@@ -101,8 +101,24 @@ def load_curvature_file(store: ObjectStore, storage: StorageSettings, key: str) 
 
 
 def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
-    """The stored R^{-1/2} (d, d), or None when the pipeline runs without curvature."""
+    """The stored R^{-1/2} as a BlockDiagonal (one block per module, or one dense block), or None without curvature."""
+    from trackstar_pipeline.attribution.curvature import BlockDiagonal
+
     if not layout.get_json(store, layout.CURVATURE_MANIFEST).get("enabled", False):
         return None
     tensors, _ = load_curvature_file(store, storage, layout.INVERSE_SQRT)
-    return tensors["inverse_sqrt"]
+    return BlockDiagonal.from_tensors(tensors, "inverse_sqrt")
+
+
+def checkpoint_curvature_blocks(store: ObjectStore, storage: StorageSettings, attribution: Any) -> tuple[int, ...]:
+    """R's block sizes for the stored checkpoint, from its config alone: the model is built on the meta device,
+    so no weights are read (an 8B checkpoint costs nothing here)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from trackstar_pipeline.attribution.curvature import model_curvature_blocks
+
+    config = AutoConfig.from_pretrained(str(local_model_dir(store, storage)), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model_curvature_blocks(model, attribution)
