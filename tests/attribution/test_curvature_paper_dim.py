@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from attribution_helpers import COMPLETIONS, PROMPTS, QUERY_IDS, TEXTS, make_tokenizer, tiny_llama
 from trackstar_pipeline.attribution.curvature import CurvatureTooLargeError, model_curvature_blocks
@@ -17,6 +18,15 @@ from trackstar_pipeline.attribution.score_files import score_files
 from trackstar_pipeline.settings import AttributionSettings
 
 PAPER_DIM, LAYERS = 65536, 37
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: 259 small eigh calls are ~10x slower with 2 threads on a busy 2-core CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_module_blocks_are_the_projections_per_module_slices():
@@ -76,7 +86,7 @@ def test_tiny_run_at_the_papers_dimension_with_curvature(tmp_path, tiny, monkeyp
     assert cli.main(["run", "--config", str(config), "--dagster-home", str(tmp_path / "home")]) == 0
     manifest = layout.get_json(ObjectStore(settings.storage), layout.CURVATURE_MANIFEST)
     assert manifest["enabled"] and manifest["blocks"] == 7 * LAYERS
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(tmp_path / "home")))
+    instance = dg.DagsterInstance.from_config(str((tmp_path / "home").resolve()))
     records = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(dg.AssetKey("curvature_inverse_sqrt"), "r_spd_after_damping"), limit=5)
     assert records and {record.status.value for record in records} == {"SUCCEEDED"}
