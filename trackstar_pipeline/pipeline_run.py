@@ -78,9 +78,10 @@ def materialize_assets(instance: Any, settings: PipelineSettings, assets: Sequen
 
     job = build_reconstructable_job("trackstar_pipeline.definitions", "job_for_settings",
                                     reconstructable_args=(json.dumps(settings_to_dict(settings)),))
-    executor = {"in_process": {}} if in_process else {"multiprocess": {}}
+    from trackstar_pipeline.definitions import execution_run_config
+
     tags = {"dagster/partition": partition} if partition else {}
-    run_config = {"execution": {"config": executor}, "loggers": {"console": {"config": {"log_level": log_level}}}}
+    run_config = {**execution_run_config(settings, in_process), "loggers": {"console": {"config": {"log_level": log_level}}}}
     with execute_job(job, instance, run_config=run_config, tags=tags,
                      asset_selection=[AssetKey(name) for name in assets]) as result:
         if not result.success:

@@ -148,12 +148,38 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class ExecutionSettings:
+    """Where Dagster runs the steps: in one process, a process per step, or a Kubernetes Job per step.
+
+    Only the executor changes; the assets and resources are the same everywhere.
+    """
+
+    executor: Literal["in_process", "multiprocess", "k8s"] = "multiprocess"
+    """k8s needs the extra: pip install -e ".[k8s]" (dagster-k8s pinned to the Dagster release)."""
+    max_concurrent: int | None = None
+    """Steps (processes or pods) running at once within one run; None leaves the executor's default."""
+    k8s_namespace: str | None = None
+    """Namespace of the step Jobs; None uses the run launcher's."""
+    k8s_image: str | None = None
+    """Image of the step pods; None uses the code location's (the user deployment image)."""
+    k8s_env_config_maps: tuple[str, ...] = ()
+    """ConfigMaps exposed as env to every step pod (e.g. TRACKSTAR_CONFIG, AWS_ENDPOINT_URL)."""
+    k8s_env_secrets: tuple[str, ...] = ()
+    """Secrets exposed as env to every step pod (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)."""
+    k8s_gpus_per_step: int = 1
+    """GPU limit of the pods of the GPU assets (pool 'gpu'); 0 requests none."""
+    k8s_gpu_resource: str = "nvidia.com/gpu"
+    """The extended resource name the cluster's device plugin exposes GPUs as."""
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     data: DataSettings = field(default_factory=DataSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
 
 class SettingsError(ValueError):
