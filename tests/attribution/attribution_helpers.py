@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
@@ -122,3 +125,13 @@ def adamw(model):
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).norm() / expected.norm())
+
+
+def write_score_inputs(directory: Path, n_queries: int) -> None:
+    """corpus.jsonl (TEXTS as c0..c7) and queries.jsonl (the first n_queries queries) for `score_files`."""
+    with open(directory / "corpus.jsonl", "w") as handle:
+        for i, text in enumerate(TEXTS):
+            handle.write(json.dumps({"id": f"c{i}", "text": text}) + "\n")
+    with open(directory / "queries.jsonl", "w") as handle:
+        for query_id, prompt, completion in list(zip(QUERY_IDS, PROMPTS, COMPLETIONS))[:n_queries]:
+            handle.write(json.dumps({"id": query_id, "prompt": prompt, "completion": completion}) + "\n")

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from attribution_helpers import COMPLETIONS, PROMPTS, QUERY_IDS, TEXTS, make_tokenizer, tiny_llama
+from attribution_helpers import make_tokenizer, tiny_llama, write_score_inputs
 from trackstar_pipeline.attribution.curvature import CurvatureTooLargeError, model_curvature_blocks
 from trackstar_pipeline.attribution.gradients import hooked_modules
 from trackstar_pipeline.attribution.score_files import score_files
@@ -44,12 +44,7 @@ def test_score_runs_at_the_papers_dimension_with_curvature(tmp_path):
     model = tiny_llama(len(tokenizer), hidden=16, layers=LAYERS)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    with open(tmp_path / "corpus.jsonl", "w") as handle:
-        for i, text in enumerate(TEXTS):
-            handle.write(json.dumps({"id": f"c{i}", "text": text}) + "\n")
-    with open(tmp_path / "queries.jsonl", "w") as handle:
-        for query_id, prompt, completion in list(zip(QUERY_IDS, PROMPTS, COMPLETIONS))[:4]:
-            handle.write(json.dumps({"id": query_id, "prompt": prompt, "completion": completion}) + "\n")
+    write_score_inputs(tmp_path, 4)
     messages: list[str] = []
     summary = score_files(tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "queries.jsonl",
                           tmp_path / "scores.jsonl", AttributionSettings(projection_dim=PAPER_DIM, lambda_mix="auto"),

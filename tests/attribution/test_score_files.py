@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from attribution_helpers import (COMPLETIONS, PROMPTS, QUERY_IDS, TEXTS, adafactor, corpus_examples, exact_gradients,
+from attribution_helpers import (QUERY_IDS, adafactor, corpus_examples, exact_gradients, write_score_inputs,
                                  make_tokenizer, query_examples, saved_optimizer_state, tiny_llama)
 from trackstar_pipeline.attribution.gradients import hooked_modules
 from trackstar_pipeline.attribution.score_files import score_files
@@ -24,12 +24,7 @@ def files(tmp_path):
     saved_optimizer_state(model, tokenizer, adafactor, tmp_path)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    with open(tmp_path / "corpus.jsonl", "w") as handle:
-        for i, text in enumerate(TEXTS):
-            handle.write(json.dumps({"id": f"c{i}", "text": text}) + "\n")
-    with open(tmp_path / "queries.jsonl", "w") as handle:
-        for query_id, prompt, completion in list(zip(QUERY_IDS, PROMPTS, COMPLETIONS))[:N_QUERIES]:
-            handle.write(json.dumps({"id": query_id, "prompt": prompt, "completion": completion}) + "\n")
+    write_score_inputs(tmp_path, N_QUERIES)
     return tmp_path, model, tokenizer
 
 

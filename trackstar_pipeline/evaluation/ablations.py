@@ -63,19 +63,22 @@ def trackstar_scorers(
     corpus_ids = [example.example_id for example in corpus_examples]
     query_ids = [example.example_id for example in query_examples]
     main = _Gradients(model, corpus_examples, query_examples, settings, second_moments, progress)
-    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(main.corpus, main.queries, settings, progress, block_sizes=main.block_sizes)
+    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(main.corpus, main.queries, settings, progress,
+                                                            block_sizes=main.block_sizes)
     scorers = {
         "trackstar": main.scorer(corpus_ids, query_ids, inverse_sqrt, settings.unit_normalize, "trackstar"),
         "trackstar_no_curvature": main.scorer(corpus_ids, query_ids, None, True, "trackstar_no_curvature"),
         "trackstar_no_unit_norm": main.scorer(corpus_ids, query_ids, inverse_sqrt, False, "trackstar_no_unit_norm"),
     }
     if settings.curvature:
-        train_only, _ = inverse_sqrt_from_gradients(main.corpus, main.queries, replace(settings, lambda_mix=0.0), block_sizes=main.block_sizes)
+        train_only, _ = inverse_sqrt_from_gradients(main.corpus, main.queries, replace(settings, lambda_mix=0.0),
+                                                    block_sizes=main.block_sizes)
         scorers["trackstar_r_train_only"] = main.scorer(corpus_ids, query_ids, train_only, settings.unit_normalize,
                                                         "trackstar_r_train_only")
     if second_moments is not None:
         plain = _Gradients(model, corpus_examples, query_examples, settings, None, progress)
-        plain_inverse, _ = inverse_sqrt_from_gradients(plain.corpus, plain.queries, settings, block_sizes=plain.block_sizes)
+        plain_inverse, _ = inverse_sqrt_from_gradients(plain.corpus, plain.queries, settings,
+                                                       block_sizes=plain.block_sizes)
         scorers["trackstar_no_optimizer"] = plain.scorer(corpus_ids, query_ids, plain_inverse,
                                                          settings.unit_normalize, "trackstar_no_optimizer")
         del plain
@@ -85,7 +88,8 @@ def trackstar_scorers(
             continue
         swept = _Gradients(model, corpus_examples, query_examples, replace(settings, projection_dim=dim),
                            second_moments, progress)
-        swept_inverse, _ = inverse_sqrt_from_gradients(swept.corpus, swept.queries, swept.settings, block_sizes=swept.block_sizes)
+        swept_inverse, _ = inverse_sqrt_from_gradients(swept.corpus, swept.queries, swept.settings,
+                                                       block_sizes=swept.block_sizes)
         scorers[sweep_name(dim)] = swept.scorer(corpus_ids, query_ids, swept_inverse, settings.unit_normalize,
                                                 sweep_name(dim))
     return scorers, lambda_used
