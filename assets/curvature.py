@@ -7,29 +7,30 @@ curvature_blocks='dense') and stored as safetensors with one tensor per block.
 import json
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.storage.artifacts import checkpoint_curvature_blocks, load_curvature_file
+from trackstar_pipeline.storage.artifacts import checkpoint_curvature_blocks, load_curvature_matrix
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
 from trackstar_pipeline.storage import ObjectStore
 
 
-def _save(store: ObjectStore, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, int]:
+def _save(store: ObjectStore, key: str, matrix: Any, metadata: dict[str, str]) -> tuple[str, int]:
+    """Store a BlockDiagonal at key, one tensor per block named after the file (what load_curvature_matrix reads)."""
     from trackstar_pipeline.attribution.curvature import save_curvature
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / Path(key).name
-        save_curvature(path, tensors, metadata)
+        save_curvature(path, matrix.tensors(Path(key).stem), metadata)
         return store.put_file(key, path), path.stat().st_size
 
 
-def _accumulate_and_save(store: ObjectStore, key: str, name: str, vectors: Iterable[np.ndarray],
+def _accumulate_and_save(store: ObjectStore, key: str, vectors: Iterable[np.ndarray],
                          block_sizes: tuple[int, ...]) -> dict:
     """Stream (B, d) gradient blocks into the per-module mean(g g^T), store it, and return the asset metadata."""
     from trackstar_pipeline.attribution.curvature import CurvatureAccumulator
@@ -41,7 +42,7 @@ def _accumulate_and_save(store: ObjectStore, key: str, name: str, vectors: Itera
     if accumulator.count == 0:
         raise ValueError("no gradients to accumulate; materialize projected_gradients / query_gradients first")
     matrix = accumulator.mean()
-    uri, size = _save(store, key, matrix.tensors(name), {"samples": str(accumulator.count),
+    uri, size = _save(store, key, matrix, {"samples": str(accumulator.count),
                                                          "block_sizes": json.dumps(list(block_sizes))})
     return {"uri": MetadataValue.url(uri), "bytes": size, "samples": accumulator.count, "dim": matrix.dim,
             "blocks": len(block_sizes), "trace": matrix.trace()}
@@ -67,7 +68,7 @@ def r_train(context: AssetExecutionContext, pipeline: PipelineConfig, object_sto
             yield vectors[keep[start:end]]
 
     block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), settings.attribution)
-    metadata = _accumulate_and_save(store, layout.R_TRAIN, "r_train", blocks(), block_sizes)
+    metadata = _accumulate_and_save(store, layout.R_TRAIN, blocks(), block_sizes)
     return MaterializeResult(metadata={**metadata, "shards": len(shards)})
 
 
@@ -77,7 +78,7 @@ def r_eval(context: AssetExecutionContext, pipeline: PipelineConfig, object_stor
     store = object_store.store
     _, vectors = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
     block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), pipeline.settings.attribution)
-    return MaterializeResult(metadata=_accumulate_and_save(store, layout.R_EVAL, "r_eval", [vectors], block_sizes))
+    return MaterializeResult(metadata=_accumulate_and_save(store, layout.R_EVAL, [vectors], block_sizes))
 
 
 @asset(
@@ -89,22 +90,20 @@ def r_eval(context: AssetExecutionContext, pipeline: PipelineConfig, object_stor
 )
 def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """R = lambda R_eval + (1 - lambda) R_train and its damped R^{-1/2}, block by block (absent when curvature is off)."""
-    from trackstar_pipeline.attribution.curvature import BlockDiagonal, damped_inverse_sqrt, mix_curvature
+    from trackstar_pipeline.attribution.curvature import damped_inverse_sqrt, mix_curvature
 
     attribution, store = pipeline.settings.attribution, object_store.store
     if not attribution.curvature:
         layout.put_json(store, layout.CURVATURE_MANIFEST, {"enabled": False})
         return MaterializeResult(metadata={"enabled": False},
                                  check_results=[AssetCheckResult(passed=True, metadata={"skipped": "curvature disabled"})])
-    train, _ = load_curvature_file(store, object_store.storage_settings(), layout.R_TRAIN)
-    evaluation, _ = load_curvature_file(store, object_store.storage_settings(), layout.R_EVAL)
-    mixed, lambda_used = mix_curvature(BlockDiagonal.from_tensors(evaluation, "r_eval"),
-                                       BlockDiagonal.from_tensors(train, "r_train"),
+    storage = object_store.storage_settings()
+    mixed, lambda_used = mix_curvature(load_curvature_matrix(store, storage, layout.R_EVAL),
+                                       load_curvature_matrix(store, storage, layout.R_TRAIN),
                                        attribution.lambda_mix, attribution.lambda_auto_component)
-    del train, evaluation
     inverse, spectrum = damped_inverse_sqrt(mixed, attribution.damping)  # float32 blocks
     context.log.info(f"R^-1/2 over {len(inverse.sizes)} block(s) of d={inverse.dim}, lambda={lambda_used:.4f}")
-    uri, size = _save(store, layout.INVERSE_SQRT, inverse.tensors("inverse_sqrt"),
+    uri, size = _save(store, layout.INVERSE_SQRT, inverse,
                       {"lambda_used": str(lambda_used), "damping": str(attribution.damping),
                        "block_sizes": json.dumps(list(inverse.sizes))})
     layout.put_json(store, layout.CURVATURE_MANIFEST, {"enabled": True, "lambda_used": float(lambda_used),

@@ -100,14 +100,22 @@ def load_curvature_file(store: ObjectStore, storage: StorageSettings, key: str) 
     return load_curvature(materialize_local(store.uri_for(key), storage))
 
 
-def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
-    """The stored R^{-1/2} as a BlockDiagonal (one block per module, or one dense block), or None without curvature."""
+def load_curvature_matrix(store: ObjectStore, storage: StorageSettings, key: str) -> Any:
+    """A stored R_train, R_eval or R^{-1/2} (layout.R_TRAIN, R_EVAL, INVERSE_SQRT) as a BlockDiagonal.
+
+    The tensors are named after the file (r_train/<block>, ...), one per module block.
+    """
     from trackstar_pipeline.attribution.curvature import BlockDiagonal
 
+    tensors, _ = load_curvature_file(store, storage, key)
+    return BlockDiagonal.from_tensors(tensors, Path(key).stem)
+
+
+def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
+    """The stored R^{-1/2} as a BlockDiagonal (one block per module, or one dense block), or None without curvature."""
     if not layout.get_json(store, layout.CURVATURE_MANIFEST).get("enabled", False):
         return None
-    tensors, _ = load_curvature_file(store, storage, layout.INVERSE_SQRT)
-    return BlockDiagonal.from_tensors(tensors, "inverse_sqrt")
+    return load_curvature_matrix(store, storage, layout.INVERSE_SQRT)
 
 
 def checkpoint_curvature_blocks(store: ObjectStore, storage: StorageSettings, attribution: Any) -> tuple[int, ...]:
