@@ -12,6 +12,9 @@ from trackstar_pipeline.attribution.curvature import (CurvatureAccumulator, Curv
                                                       damped_spectrum, inverse_sqrt_from_gradients, load_curvature,
                                                       mix_curvature, save_curvature, BlockDiagonal,
                                                       curvature_block_sizes, damped_inverse_sqrt)
+from attribution_helpers import corpus_examples, exact_gradients, make_tokenizer, query_examples, tiny_llama
+from trackstar_pipeline.attribution.curvature import model_curvature_blocks
+from trackstar_pipeline.attribution.gradients import collect_gradients, hooked_modules
 from trackstar_pipeline.settings import AttributionSettings
 
 
@@ -203,3 +206,29 @@ def test_inverse_sqrt_from_gradients_per_module_block():
     assert torch.allclose(inverse.to_dense(), curvature_inverse_sqrt(block_diagonal, 0.01), atol=1e-5)
     with pytest.raises(ValueError, match="block_sizes=model_curvature_blocks"):
         inverse_sqrt_from_gradients(corpus, queries, settings)
+
+
+def test_module_blocks_match_per_module_second_moments_by_hand_on_a_tiny_model():
+    """Exact gradients (d = 0): each block of R^{-1/2} is built from that module's own weight gradients."""
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer), hidden=16)
+    settings = AttributionSettings(projection_dim=0, lambda_mix=0.6, damping=0.01, curvature_train_samples=100,
+                                   optimizer_correction="none")
+    corpus, queries = corpus_examples(tokenizer), query_examples(tokenizer)
+    inverse, _ = inverse_sqrt_from_gradients(collect_gradients(model, corpus, settings),
+                                             collect_gradients(model, queries, settings), settings,
+                                             block_sizes=model_curvature_blocks(model, settings))
+    specs = hooked_modules(model, settings)
+    train, evaluation = exact_gradients(model, corpus, specs), exact_gradients(model, queries, specs)
+    # by hand, module by module: R_m = 0.6 mean(g_m g_m^T) over queries + 0.4 over the corpus
+    mixed = []
+    for m in range(len(specs)):
+        train_m = torch.stack([grads[m].flatten() for grads in train]).double()  # (N, d_m)
+        eval_m = torch.stack([grads[m].flatten() for grads in evaluation]).double()  # (Q, d_m)
+        mixed.append(0.6 * eval_m.T @ eval_m / len(evaluation) + 0.4 * train_m.T @ train_m / len(train))
+    shift = 0.01 * sum(float(torch.trace(r)) for r in mixed) / sum(r.shape[0] for r in mixed)
+    assert inverse.sizes == tuple(r.shape[0] for r in mixed)
+    for r, block in zip(mixed, inverse.blocks):
+        eigenvalues, eigenvectors = torch.linalg.eigh(r)
+        by_hand = (eigenvectors * (eigenvalues.clamp_min(0) + shift).rsqrt()) @ eigenvectors.T
+        assert torch.allclose(block.double(), by_hand, rtol=1e-3, atol=1e-3 * float(by_hand.abs().max()))

@@ -87,3 +87,4 @@ def test_tiny_run_at_the_papers_dimension_with_curvature(tmp_path, tiny, monkeyp
     assert records and {record.status.value for record in records} == {"SUCCEEDED"}
     summary = json.loads((tmp_path / "store" / "reports" / "evaluation.json").read_text())
     assert "trackstar" in summary["open_set"]
+
