@@ -13,6 +13,12 @@ from trackstar_pipeline.attribution.device import GPU_LOCK_DIR_ENV, claim_device
 from trackstar_pipeline.resources import TorchDevice
 
 
+@pytest.fixture(autouse=True)
+def all_gpus_visible(monkeypatch):
+    """Fake indices are the cards' names only when CUDA_VISIBLE_DEVICES does not rename them."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 @pytest.fixture
 def four_gpus(monkeypatch, tmp_path):
     """torch reports 4 CUDA devices; the lock files go to a fresh folder."""
@@ -74,3 +80,14 @@ def test_trackstar_run_sizes_the_gpu_pool_to_the_device_count(four_gpus, tmp_pat
 
     instance = prepare_instance(PipelineSettings(), tmp_path / "home")
     assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 4
+
+
+def test_processes_seeing_different_gpus_lock_the_same_card(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    held = claim_gpu(2, tmp_path)  # visible cuda:0 is card 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert str(claim_gpu(1, tmp_path, wait_s=0).device) == "cuda:0"  # card 3 is free
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    with pytest.raises(TimeoutError):
+        claim_gpu(1, tmp_path, wait_s=0)  # card 2 is held by the first claim
+    held.release()

@@ -55,6 +55,13 @@ def gpu_lock_dir() -> Path:
     return Path(os.environ.get(GPU_LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "trackstar-gpu-locks")
 
 
+def physical_gpu_id(index: int) -> str:
+    """The machine-wide name of visible GPU `index` (its CUDA_VISIBLE_DEVICES entry), so processes that see
+    different subsets of the GPUs still lock the same file for the same card."""
+    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
 def _try_lock(path: Path) -> IO | None:
     handle = open(path, "a+")
     try:
@@ -73,7 +80,7 @@ def claim_gpu(device_count: int, lock_dir: Path | None = None, wait_s: float = 3
     deadline, told = time.monotonic() + wait_s, False
     while True:
         for index in range(device_count):
-            lock = _try_lock(folder / f"cuda-{index}.lock")
+            lock = _try_lock(folder / f"cuda-{physical_gpu_id(index)}.lock")
             if lock is not None:
                 return DeviceClaim(torch.device("cuda", index), lock)
         if time.monotonic() >= deadline:
