@@ -2,6 +2,10 @@
 
 R_train and R_eval are second-moment matrices mean(g g^T) of (already optimizer-corrected and
 projected) gradients, accumulated in float64 one batch at a time. Scores use R^{-1/2} g.
+
+R is block-diagonal (`BlockDiagonal`): one block per hooked module's slice of the gradient vector
+(curvature_blocks='module', the paper's and bergson's choice, so d = 65536 fits), or one dense
+block (curvature_blocks='dense'). Every function takes either form and a plain (d, d) tensor too.
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ from trackstar_pipeline.settings import AttributionSettings, CurvatureBlocks
 
 MAX_CURVATURE_BLOCK_DIM = 16384
 """Above this a (d_m, d_m) float64 block of R (2 GiB at 16384) is refused rather than attempted."""
-MAX_DENSE_CURVATURE_DIM = MAX_CURVATURE_BLOCK_DIM
-"""The old name: with curvature_blocks='dense' the one block is all of d."""
 
 RANK_TOLERANCE = 1e-10
 """Eigenvalues below this fraction of the largest count as zero when finding the available rank."""
@@ -40,11 +42,6 @@ def check_curvature_blocks(sizes: Sequence[int]) -> None:
             f"{MAX_CURVATURE_BLOCK_DIM}; use curvature_blocks: module (one block per hooked module), a smaller "
             "projection dim (--projection-dim 4096), or pass --no-curvature (curvature: false)"
         )
-
-
-def check_curvature_dim(dim: int) -> None:
-    """A dense d x d R: refuse early when it would not fit (the one-block case of `check_curvature_blocks`)."""
-    check_curvature_blocks([dim])
 
 
 def model_curvature_blocks(model: nn.Module, settings: AttributionSettings) -> tuple[int, ...]:
@@ -187,14 +184,10 @@ class CurvatureAccumulator:
         return BlockDiagonal(tuple(total / self.count for total in self.totals))
 
 
-def _sorted_eigenvalues(matrix: CurvatureMatrix) -> torch.Tensor:
-    return _as_blocks(matrix).sorted_eigenvalues()  # (d,) descending
-
-
 def auto_lambda(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, component: int) -> float:
     """lambda at which the sorted (pooled over blocks) eigenvalue curves of lambda R_eval and (1 - lambda) R_train
     cross at `component`."""
-    e_eval, e_train = _sorted_eigenvalues(r_eval), _sorted_eigenvalues(r_train)
+    e_eval, e_train = _as_blocks(r_eval).sorted_eigenvalues(), _as_blocks(r_train).sorted_eigenvalues()  # (d,) each
     def rank(eigenvalues: torch.Tensor) -> int:  # numerically nonzero eigenvalues
         return int((eigenvalues > eigenvalues[0] * RANK_TOLERANCE).sum())
 
