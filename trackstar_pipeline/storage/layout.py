@@ -37,6 +37,17 @@ def shard_key_of(source_key: str) -> str | None:
     return name[: -len(".parquet")] if name.endswith(".parquet") and "/" not in name else None
 
 
+def discover_shards(store: ObjectStore) -> list[str]:
+    """Partition keys of every shard file in the store's landing zone (corpus/sources/)."""
+    keys = (shard_key_of(key) for key in store.list_keys(SHARD_SOURCES))
+    return sorted(key for key in keys if key is not None)
+
+
+def shard_changes(known: set[str], found: list[str]) -> tuple[list[str], list[str]]:
+    """(new, gone): shard files not yet registered, and registered shards whose file was removed."""
+    return [key for key in found if key not in known], sorted(known - set(found))
+
+
 def tokenized_shard_key(shard: str) -> str:
     return f"corpus/tokenized/{shard}.parquet"
 
