@@ -106,3 +106,27 @@ def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
         return None
     tensors, _ = load_curvature_file(store, storage, layout.INVERSE_SQRT)
     return tensors["inverse_sqrt"]
+
+
+def load_raw_gradients(store: ObjectStore, storage: StorageSettings, shards: list[str]) -> Any:
+    """What the gradient and curvature assets stored, as evaluation's RawGradients (no gradient pass).
+
+    Corpus rows follow `shards` in order (the registered shards, sorted: r_train's sample order).
+    """
+    import numpy as np
+    import torch
+
+    from trackstar_pipeline.evaluation.ablations import RawGradients
+
+    corpus_ids: list[str] = []
+    blocks = []
+    for shard in shards:
+        ids, vectors = layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (N_shard, d)
+        corpus_ids.extend(ids)
+        blocks.append(vectors)
+    query_ids, queries = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
+    r_train, _ = load_curvature_file(store, storage, layout.R_TRAIN)
+    r_eval, _ = load_curvature_file(store, storage, layout.R_EVAL)
+    corpus = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros((0, queries.shape[1]), np.float32))
+    return RawGradients(corpus_ids, corpus, query_ids, torch.from_numpy(queries),  # (N, d), (Q, d)
+                        r_train["r_train"], r_eval["r_eval"])  # (d, d), (d, d)

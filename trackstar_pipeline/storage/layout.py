@@ -114,3 +114,19 @@ def norm_summary(norms: np.ndarray) -> dict[str, float]:
         "max": float(finite.max()) if finite.size else float("nan"),
         "non_finite": int(norms.size - finite.size),
     }
+
+
+def rankings_frame(rankings: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
+    """Long form (query_id, rank, example_id, score) of per-query rankings (how proponents are stored)."""
+    rows = [(query_id, rank, example_id, float(score))
+            for query_id, ranking in rankings.items() for rank, (example_id, score) in enumerate(ranking, start=1)]
+    return pl.DataFrame(rows, schema={"query_id": pl.String, "rank": pl.Int32, "example_id": pl.String, "score": pl.Float64},
+                        orient="row")
+
+
+def read_rankings(frame: pl.DataFrame) -> dict[str, list[tuple[str, float]]]:
+    """Inverse of rankings_frame (ranks kept in order)."""
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for query_id, _, example_id, score in frame.sort("query_id", "rank").iter_rows():
+        rankings.setdefault(query_id, []).append((example_id, score))
+    return rankings
