@@ -15,6 +15,7 @@ from trackstar_pipeline.storage.artifacts import (
     load_inverse_sqrt,
     load_optimizer_moments,
     load_raw_gradients,
+    load_tokenized_corpus,
     local_model_dir,
 )
 from trackstar_pipeline.assets.partitions import registered_shards
@@ -61,19 +62,13 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
 
     settings, store = pipeline.settings, object_store.store
     shards = registered_shards(context.instance)
-    corpus = pl.concat([layout.get_parquet(store, layout.tokenized_shard_key(s)).select("example_id", "text") for s in shards])
+    corpus = load_tokenized_corpus(store, shards)
     frame_q = layout.get_parquet(store, layout.QUERIES)
-    scorer = bm25_scorer(corpus["example_id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
+    scorer = bm25_scorer(corpus["id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
                          query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()))
     frame = layout.rankings_frame(scorer.top_k(settings.evaluation.top_k))
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
     return _result(uri, size, frame, {"corpus_rows": corpus.height, "top_k": settings.evaluation.top_k})
-
-
-def _corpus(store, shards: list[str]) -> pl.DataFrame:
-    """The corpus (id, text, facts) as the registered tokenized shards hold it."""
-    frames = [layout.get_parquet(store, layout.tokenized_shard_key(s)) for s in shards]
-    return pl.concat(frames).rename({"example_id": "id"})
 
 
 @asset(group_name="evaluation", kinds={"html", "json"}, pool="gpu",
@@ -95,7 +90,7 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
 
     settings, store, storage = pipeline.settings, object_store.store, object_store.storage_settings()
     shards = registered_shards(context.instance)
-    corpus = _corpus(store, shards)
+    corpus = load_tokenized_corpus(store, shards)
     queries_frame = layout.get_parquet(store, layout.QUERIES)
     model, tokenizer = load_checkpoint(store, storage, device=torch_device.torch_device)
     manifest = layout.get_json(store, layout.MODEL_MANIFEST)

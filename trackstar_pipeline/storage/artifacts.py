@@ -43,6 +43,12 @@ def split_into_shards(corpus: pl.DataFrame, shard_size: int) -> dict[str, pl.Dat
     return {str(key[0]): part.drop("shard") for key, part in sorted(assigned.partition_by("shard", as_dict=True).items())}
 
 
+def load_tokenized_corpus(store: ObjectStore, shards: list[str]) -> pl.DataFrame:
+    """The corpus (id, text, facts, input_ids, loss_start) as the given tokenized shards hold it, in shard order."""
+    return pl.concat([layout.get_parquet(store, layout.tokenized_shard_key(shard)) for shard in shards]).rename(
+        {"example_id": "id"})
+
+
 def local_model_dir(store: ObjectStore, storage: StorageSettings) -> Path:
     """The stored checkpoint as a local folder (the folder itself for file://, a cache copy for s3://)."""
     return materialize_local(store.uri_for(layout.MODEL_DIR), storage)
