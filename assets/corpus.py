@@ -20,7 +20,6 @@ from trackstar_pipeline.storage.artifacts import load_checkpoint, load_sources, 
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
-from trackstar_pipeline.storage import ObjectStore
 
 
 GENERATED_SHARD = re.compile(r"shard-\d{5}")
@@ -38,7 +37,7 @@ def corpus_source(context: AssetExecutionContext, pipeline: PipelineConfig, obje
     shards = split_into_shards(corpus, pipeline.settings.data.shard_size)
     for shard, frame in shards.items():
         layout.put_parquet(store, layout.shard_source_key(shard), frame)
-    stale = [key for key in discover_shards(store) if GENERATED_SHARD.fullmatch(key) and key not in shards]
+    stale = [key for key in layout.discover_shards(store) if GENERATED_SHARD.fullmatch(key) and key not in shards]
     for key in stale:  # left by an earlier split into more shards; the sensor unregisters them
         store.delete_prefix(layout.shard_source_key(key))
     context.log.info(f"corpus: {corpus.height} rows in {len(shards)} shards under {store.uri_for(layout.SHARD_SOURCES)}")
@@ -110,22 +109,11 @@ def corpus_shards(context: AssetExecutionContext, pipeline: PipelineConfig, obje
     )
 
 
-def discover_shards(store: ObjectStore) -> list[str]:
-    """Partition keys of every shard file in the store's landing zone (corpus/sources/)."""
-    keys = (layout.shard_key_of(key) for key in store.list_keys(layout.SHARD_SOURCES))
-    return sorted(key for key in keys if key is not None)
-
-
-def shard_changes(known: set[str], found: list[str]) -> tuple[list[str], list[str]]:
-    """(new, gone): shard files not yet registered, and registered shards whose file was removed."""
-    return [key for key in found if key not in known], sorted(known - set(found))
-
-
 @sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
 def corpus_shard_sensor(context: SensorEvaluationContext, object_store: ObjectStoreResource) -> SensorResult:
     """Registers a corpus_shards partition for every new shard file in corpus/sources/ (and drops removed ones)."""
     known = set(registered_shards(context.instance))
-    new, gone = shard_changes(known, discover_shards(object_store.store))
+    new, gone = layout.shard_changes(known, layout.discover_shards(object_store.store))
     if not new and not gone:
         return SensorResult(skip_reason="no new or removed shard files under corpus/sources/")
     context.log.info(f"registering {len(new)} new shard(s): {new}; removing {len(gone)}: {gone}")

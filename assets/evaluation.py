@@ -14,6 +14,8 @@ from trackstar_pipeline.storage.artifacts import (
     load_checkpoint,
     load_inverse_sqrt,
     load_optimizer_moments,
+    load_raw_gradients,
+    load_tokenized_corpus,
     local_model_dir,
 )
 from trackstar_pipeline.assets.partitions import registered_shards
@@ -21,22 +23,6 @@ from trackstar_pipeline.assets.preview import markdown_table
 from trackstar_pipeline.attribution.table_search import TableVectors, search_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
 from trackstar_pipeline.storage import materialize_local
-
-
-def rankings_frame(rankings: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
-    """Long form (query_id, rank, example_id, score) of per-query rankings."""
-    rows = [(query_id, rank, example_id, float(score))
-            for query_id, ranking in rankings.items() for rank, (example_id, score) in enumerate(ranking, start=1)]
-    return pl.DataFrame(rows, schema={"query_id": pl.String, "rank": pl.Int32, "example_id": pl.String, "score": pl.Float64},
-                        orient="row")
-
-
-def read_rankings(frame: pl.DataFrame) -> dict[str, list[tuple[str, float]]]:
-    """Inverse of rankings_frame (ranks kept in order)."""
-    rankings: dict[str, list[tuple[str, float]]] = {}
-    for query_id, _, example_id, score in frame.sort("query_id", "rank").iter_rows():
-        rankings.setdefault(query_id, []).append((example_id, score))
-    return rankings
 
 
 def _query_vectors(pipeline: PipelineConfig, object_store: ObjectStoreResource) -> tuple[list[str], np.ndarray]:
@@ -64,7 +50,7 @@ def proponents(context: AssetExecutionContext, pipeline: PipelineConfig, object_
     query_ids, vectors = _query_vectors(pipeline, object_store)
     table = vector_store.open_table()
     hits = search_table(table, vectors, settings.evaluation.top_k, exact=True)
-    frame = rankings_frame({q: [(h["id"], h["score"]) for h in found] for q, found in zip(query_ids, hits)})
+    frame = layout.rankings_frame({q: [(h["id"], h["score"]) for h in found] for q, found in zip(query_ids, hits)})
     uri, size = layout.put_parquet(store, layout.PROPONENTS, frame)
     return _result(uri, size, frame, {"table_version": int(table.version), "top_k": settings.evaluation.top_k})
 
@@ -76,35 +62,35 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
 
     settings, store = pipeline.settings, object_store.store
     shards = registered_shards(context.instance)
-    corpus = pl.concat([layout.get_parquet(store, layout.tokenized_shard_key(s)).select("example_id", "text") for s in shards])
+    corpus = load_tokenized_corpus(store, shards)
     frame_q = layout.get_parquet(store, layout.QUERIES)
-    scorer = bm25_scorer(corpus["example_id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
+    scorer = bm25_scorer(corpus["id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
                          query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()))
-    frame = rankings_frame(scorer.top_k(settings.evaluation.top_k))
+    frame = layout.rankings_frame(scorer.top_k(settings.evaluation.top_k))
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
     return _result(uri, size, frame, {"corpus_rows": corpus.height, "top_k": settings.evaluation.top_k})
 
 
-def _corpus(store, shards: list[str]) -> pl.DataFrame:
-    """The corpus (id, text, facts) as the registered tokenized shards hold it."""
-    frames = [layout.get_parquet(store, layout.tokenized_shard_key(s)) for s in shards]
-    return pl.concat(frames).rename({"example_id": "id"})
-
-
 @asset(group_name="evaluation", kinds={"html", "json"}, pool="gpu",
-       deps=["proponents", "bm25_proponents", "corpus_shards", "queries", "model_checkpoint", "optimizer_state"])
+       deps=["proponents", "gradient_table", "query_gradients", "projected_gradients", "r_train", "r_eval",
+             "curvature_inverse_sqrt", "corpus_shards", "queries", "model_checkpoint", "optimizer_state"])
 def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
                       vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
-    """MRR, Recall@10 and tail-patch for TrackStar (from the table), its ablations and baselines; report under reports/."""
+    """MRR, Recall@10 and tail-patch for TrackStar (from the table), its ablations and baselines; report under reports/.
+
+    The ablations that share the table's projection read the stored raw gradients and R_train / R_eval;
+    only no-optimizer and the other d of the sweep take a new gradient pass.
+    """
     from trackstar_pipeline.data.records import ground_truth
-    from trackstar_pipeline.evaluation.evaluate import evaluate
+    from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
     from trackstar_pipeline.evaluation.report import headline_table
     from trackstar_pipeline.evaluation.scorers import PrecomputedScorer
     from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
     from trackstar_pipeline.training.recall import fact_recall
 
     settings, store, storage = pipeline.settings, object_store.store, object_store.storage_settings()
-    corpus = _corpus(store, registered_shards(context.instance))
+    shards = registered_shards(context.instance)
+    corpus = load_tokenized_corpus(store, shards)
     queries_frame = layout.get_parquet(store, layout.QUERIES)
     model, tokenizer = load_checkpoint(store, storage, device=torch_device.torch_device)
     manifest = layout.get_json(store, layout.MODEL_MANIFEST)
@@ -119,19 +105,20 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
     query_ids, vectors = _query_vectors(pipeline, object_store)
     by_query = dict(zip(query_ids, vectors))
     rows = TableVectors(table)
-    trackstar = PrecomputedScorer(read_rankings(layout.get_parquet(store, layout.PROPONENTS)),
+    trackstar = PrecomputedScorer(layout.read_rankings(layout.get_parquet(store, layout.PROPONENTS)),
                                   candidates=lambda query_id, ids: rows.scores(by_query[query_id], ids))
     recall = fact_recall(model, tokenizer, queries_frame)
     curvature = layout.get_json(store, layout.CURVATURE_MANIFEST)
     moments = load_optimizer_moments(store, storage, model, settings.attribution.optimizer_correction)
     with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate(
-            corpus, queries_frame, ground_truth(corpus, queries_frame), settings, Path(scratch),
-            model=model, tokenizer=tokenizer, second_moments=moments,
-            tailpatch=tailpatch, fact_correct=recall.correct, fact_recall=recall.accuracy,
+        inputs = EvaluationInputs(
+            corpus, queries_frame, ground_truth(corpus, queries_frame), settings,
+            gradients=load_raw_gradients(store, storage, shards), model=model, tokenizer=tokenizer,
+            second_moments=moments, tailpatch=tailpatch, fact_correct=recall.correct, fact_recall=recall.accuracy,
             methods={"trackstar": trackstar}, model_info={"source": manifest["source"], "version": manifest["model_version"]},
-            table_version=int(table.version), lambda_used=curvature.get("lambda_used"), progress=context.log.info,
+            table_version=int(table.version), lambda_used=curvature.get("lambda_used"),
         )
+        result = evaluate(inputs, Path(scratch), progress=context.log.info)
         store.upload_dir(Path(scratch), layout.REPORTS)
         plot = next((p for kind, p in result.files.items() if kind == "metrics_plot"), None)
         image = f"\n\n![metrics by method](data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()})" if plot else ""

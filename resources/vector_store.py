@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import lancedb
 import pyarrow as pa
 from dagster import ConfigurableResource
 
-from trackstar_pipeline.storage import ObjectStore
+from trackstar_pipeline.storage import ObjectStore, vector_table
+from trackstar_pipeline.storage.vector_table import GRADIENT_TABLE, gradient_table_schema
 
-GRADIENT_TABLE = "gradients"
+__all__ = ["GRADIENT_TABLE", "VectorStore", "gradient_table_schema"]
 
 
 class VectorStore(ConfigurableResource):
-    """Where the gradient table lives: by default the store's lancedb/ folder."""
+    """Where the gradient table lives: by default the store's lancedb/ folder (opened by the engine's vector_table)."""
 
     uri: str
     storage_options: dict[str, str] = {}
@@ -25,35 +25,12 @@ class VectorStore(ConfigurableResource):
         return cls(uri=store.lancedb_uri(), storage_options=store.lancedb_storage_options())
 
     def connect(self) -> Any:
-        return lancedb.connect(self.uri, storage_options=self.storage_options or None)
+        return vector_table.connect(self.uri, self.storage_options)
 
     def open_table(self) -> Any:
         """The gradient table; a clear error when no shard has been written yet."""
-        db = self.connect()
-        try:
-            return db.open_table(self.table_name)
-        except (FileNotFoundError, ValueError) as error:
-            raise FileNotFoundError(
-                f"LanceDB table {self.table_name!r} not found at {self.uri}; materialize gradient_table first"
-            ) from error
+        return vector_table.open_gradient_table(self.uri, self.storage_options, self.table_name)
 
     def open_or_create_table(self, schema: pa.Schema) -> tuple[Any, bool]:
         """(table, recreated): a table whose schema differs (e.g. a new projection dim) is replaced, empty."""
-        db = self.connect()
-        try:
-            table = db.create_table(self.table_name, schema=schema, exist_ok=True)
-        except ValueError:  # exists with another schema
-            return db.create_table(self.table_name, schema=schema, mode="overwrite"), True
-        if table.schema.equals(schema):
-            return table, False
-        return db.create_table(self.table_name, schema=schema, mode="overwrite"), True
-
-
-def gradient_table_schema(dim: int) -> pa.Schema:
-    """example_id, shard, text and the unit-norm R^{-1/2} g vector as fixed_size_list<float16>[d]."""
-    return pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("shard", pa.string(), nullable=False),
-        pa.field("text", pa.string()),
-        pa.field("vector", pa.list_(pa.float16(), dim)),
-    ])
+        return vector_table.open_or_create_table(self.uri, schema, self.storage_options, self.table_name)

@@ -70,3 +70,24 @@ def test_run_materializes_the_graph_and_prints_the_headline(tmp_path, tiny, monk
         mrr = summary["open_set"][method]["mrr"]
         assert f"| {method} | {mrr:.3f} |" in printed
     assert (tmp_path / "home" / "trackstar_settings.json").is_file()
+
+
+@pytest.mark.parametrize("environment, flag, expected", [
+    ("user_home", None, "user_home"),        # $DAGSTER_HOME set: the runs land there
+    (None, None, ".dagster_home"),           # neither: ./.dagster_home
+    ("user_home", "flag_home", "flag_home"),  # --dagster-home given: it wins
+])
+def test_run_uses_dagster_home_and_prints_it(environment, flag, expected, tmp_path, monkeypatch, capsys) -> None:
+    from trackstar_pipeline import pipeline_run
+
+    monkeypatch.chdir(tmp_path)
+    if environment:
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / environment))
+    else:
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    used = []
+    monkeypatch.setattr(pipeline_run, "run_pipeline", lambda settings, dagster_home, **_: used.append(dagster_home) or "r.md")
+    monkeypatch.setattr(cli, "_headline", lambda settings: "")
+    assert cli.main(["run", *(["--dagster-home", str(tmp_path / flag)] if flag else [])]) == 0
+    assert used == [tmp_path / expected]
+    assert f"DAGSTER_HOME={tmp_path / expected} dagster dev" in capsys.readouterr().out

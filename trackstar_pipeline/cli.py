@@ -79,7 +79,7 @@ def _command_score(args: argparse.Namespace) -> int:
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    from trackstar_pipeline.pipeline_run import run_pipeline
+    from trackstar_pipeline.pipeline_run import resolve_dagster_home, run_pipeline
 
     extra: dict[str, Any] = {}
     if args.corpus:
@@ -93,9 +93,10 @@ def _command_run(args: argparse.Namespace) -> int:
     if args.storage:
         extra["storage.uri"] = args.storage
     settings = _settings(args, extra)
+    dagster_home = resolve_dagster_home(args.dagster_home)
     report_path = run_pipeline(
         settings,
-        dagster_home=args.dagster_home,
+        dagster_home=dagster_home,
         progress=lambda message: print(message, flush=True),
         parallel_shards=args.parallel_shards,
         in_process=args.executor == "in-process",
@@ -103,7 +104,7 @@ def _command_run(args: argparse.Namespace) -> int:
     print()
     print(_headline(settings))
     print(f"\nevaluation report: {report_path}")
-    print(f"explore the runs and lineage: DAGSTER_HOME={args.dagster_home.resolve()} dagster dev")
+    print(f"explore the runs and lineage: DAGSTER_HOME={dagster_home} dagster dev")
     return 0
 
 
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="save_pretrained directory URI; default: pretrain one")
     run.add_argument("--optimizer-state", help="optimizer state URI for --model")
     run.add_argument("--storage", help="store URI: file://./.trackstar (default) or s3://bucket/prefix")
-    run.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"), help="persistent DAGSTER_HOME")
+    run.add_argument("--dagster-home", type=Path,
+                     help="instance folder for runs and lineage; default: $DAGSTER_HOME, else ./.dagster_home")
     run.add_argument("--executor", choices=["in-process", "multiprocess"], default="in-process",
                      help="in-process (fastest on one machine) or multiprocess (a process per step)")
     run.add_argument("--parallel-shards", type=int, default=1, help="shard runs launched at once")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from dagster import (
     AssetSelection,
@@ -28,6 +27,7 @@ from dagster import (
 
 from trackstar_pipeline.assets import corpus, curvature, evaluation, gradients, index, model
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
+from trackstar_pipeline.pipeline_run import resolve_dagster_home
 from trackstar_pipeline.settings import ExecutionSettings, PipelineSettings, build_dataclass, load_settings
 from trackstar_pipeline.storage import ObjectStore
 
@@ -39,7 +39,7 @@ def settings_from_environment() -> PipelineSettings:
     """$TRACKSTAR_CONFIG, else the settings `trackstar run` left in $DAGSTER_HOME, else defaults."""
     if os.environ.get("TRACKSTAR_CONFIG"):
         return load_settings(os.environ["TRACKSTAR_CONFIG"])
-    saved = Path(os.environ.get("DAGSTER_HOME", ".dagster_home")) / SETTINGS_FILE
+    saved = resolve_dagster_home() / SETTINGS_FILE
     if saved.is_file():
         return build_dataclass(PipelineSettings, json.loads(saved.read_text()), where=str(saved))
     return PipelineSettings()

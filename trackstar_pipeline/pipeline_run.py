@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,14 +31,53 @@ telemetry:
   enabled: false
 """
 
-STAGES: list[tuple[str, list[str], bool]] = [
-    ("sources, model, query gradients", ["corpus_source", "queries", "model_checkpoint", "optimizer_state",
-                                         "query_gradients", "r_eval"], False),
-    ("tokenized shards and their gradients", ["corpus_shards", "projected_gradients"], True),
-    ("curvature", ["r_train", "curvature_inverse_sqrt"], False),
-    ("gradient table", ["gradient_table"], True),
-    ("index, proponents, evaluation", ["gradient_index", "proponents", "bm25_proponents", "evaluation_report"], False),
-]
+DEFAULT_DAGSTER_HOME = Path(".dagster_home")
+
+
+def resolve_dagster_home(given: Path | str | None = None) -> Path:
+    """The instance folder: `given` (--dagster-home), else $DAGSTER_HOME, else ./.dagster_home; absolute."""
+    if given is not None:
+        return Path(given).expanduser().resolve()
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
+    return DEFAULT_DAGSTER_HOME.resolve()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Assets `trackstar run` materializes in one run (per_shard: one run per corpus shard)."""
+
+    assets: tuple[str, ...]
+    per_shard: bool
+
+
+def pipeline_stages(settings: PipelineSettings) -> list[Stage]:
+    """The asset graph in topological order, cut into as few alternating unpartitioned/per-shard stages as it allows.
+
+    An asset joins the current stage as soon as everything it depends on is in an earlier stage or
+    the current one; when no asset of the current kind is ready, the kind switches.
+    """
+    from trackstar_pipeline.definitions import build_definitions
+
+    graph = build_definitions(settings).resolve_asset_graph()
+    order = [key for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
+    parents = {key: set(graph.get(key).parent_keys) & set(order) for key in order}
+    done: set = set()
+    stages: list[Stage] = []
+    per_shard = False
+    while len(done) < len(order):
+        current: list = []
+        while True:  # grow the stage until no asset of its kind is ready
+            ready = [key for key in order if key not in done and key not in current
+                     and graph.get(key).is_partitioned == per_shard and parents[key] <= done | set(current)]
+            if not ready:
+                break
+            current.extend(ready)
+        if current:
+            stages.append(Stage(tuple(key.to_user_string() for key in current), per_shard))
+            done |= set(current)
+        per_shard = not per_shard
+    return stages
 
 
 def prepare_instance(settings: PipelineSettings, dagster_home: Path) -> Any:
@@ -59,11 +100,11 @@ def prepare_instance(settings: PipelineSettings, dagster_home: Path) -> Any:
 
 def register_shards(instance: Any, store: ObjectStore) -> list[str]:
     """What the shard sensor does, applied now: add partitions for new shard files, drop removed ones."""
-    from trackstar_pipeline.assets.corpus import discover_shards, shard_changes
     from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
+    from trackstar_pipeline.storage import layout
 
-    found = discover_shards(store)
-    new, gone = shard_changes(set(registered_shards(instance)), found)
+    found = layout.discover_shards(store)
+    new, gone = layout.shard_changes(set(registered_shards(instance)), found)
     if new:
         instance.add_dynamic_partitions(corpus_shards_partitions.name, new)
     for key in gone:
@@ -122,24 +163,32 @@ def materialize_shards(dagster_home: Path, settings: PipelineSettings, assets: S
             yield futures[future]
 
 
-def run_pipeline(settings: PipelineSettings, dagster_home: Path = Path(".dagster_home"), progress: Progress = print,
+def run_pipeline(settings: PipelineSettings, dagster_home: Path | None = None, progress: Progress = print,
                  parallel_shards: int = 1, in_process: bool = False) -> str:
-    """Materializes every asset for every shard; returns the path (or s3:// URI) of the evaluation report."""
+    """Materializes every asset (stages from the asset graph) for every shard; returns the report's path or URI.
+
+    dagster_home: the instance folder; None means $DAGSTER_HOME, else ./.dagster_home.
+    """
     from trackstar_pipeline.storage import layout
 
+    dagster_home = resolve_dagster_home(dagster_home)
     instance = prepare_instance(settings, dagster_home)
     store = ObjectStore(settings.storage)
     store.check_reachable()
-    for number, (title, assets, per_shard) in enumerate(STAGES, start=1):
-        if not per_shard:
-            progress(f"[{number}/{len(STAGES)}] {title}: {', '.join(assets)}")
-            materialize_assets(instance, settings, assets, in_process=in_process)
-            if number == 1:
-                shards = register_shards(instance, store)
-                progress(f"      {len(shards)} corpus shard(s) registered")
+    stages = pipeline_stages(settings)
+    shards: list[str] | None = None
+    for number, stage in enumerate(stages, start=1):
+        names = ", ".join(stage.assets)
+        if not stage.per_shard:
+            progress(f"[{number}/{len(stages)}] {names}")
+            materialize_assets(instance, settings, stage.assets, in_process=in_process)
             continue
-        progress(f"[{number}/{len(STAGES)}] {title} for {len(shards)} shard(s): {', '.join(assets)}")
-        for done, shard in enumerate(materialize_shards(dagster_home, settings, assets, shards, parallel_shards, in_process), 1):
+        if shards is None:  # the first per-shard stage: what the shard sensor does, applied now
+            shards = register_shards(instance, store)
+            progress(f"      {len(shards)} corpus shard(s) registered")
+        progress(f"[{number}/{len(stages)}] for each of {len(shards)} shard(s): {names}")
+        for done, shard in enumerate(materialize_shards(dagster_home, settings, stage.assets, shards, parallel_shards,
+                                                        in_process), 1):
             progress(f"      {shard} done ({done}/{len(shards)})")
     report = store.uri_for(f"{layout.REPORTS}/report.md")
     return report[len("file://"):] if report.startswith("file://") else report
@@ -155,7 +204,7 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     from trackstar_pipeline.attribution.examples import context_length, encode_queries
     from trackstar_pipeline.attribution.gradients import collect_gradients
     from trackstar_pipeline.attribution.scoring import prepare_vectors
-    from trackstar_pipeline.resources import VectorStore
+    from trackstar_pipeline.storage.vector_table import open_store_table
 
     attribution, store = settings.attribution, ObjectStore(settings.storage)
     device = resolve_device(attribution.device)
@@ -165,5 +214,5 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     moments = load_optimizer_moments(store, settings.storage, model, attribution.optimizer_correction)
     gradient = collect_gradients(model, encoded.examples, attribution, second_moments=moments, device=device)  # (1, d)
     vector = prepare_vectors(gradient, load_inverse_sqrt(store, settings.storage), attribution.unit_normalize)  # (1, d)
-    table = VectorStore.for_store(store).open_table()
+    table = open_store_table(store)
     return search_table(table, vector.to(torch.float32).numpy(), k, exact=True)[0]

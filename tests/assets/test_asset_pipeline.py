@@ -24,15 +24,16 @@ def table_contents(settings) -> dict[str, tuple[str, bytes]]:
     return {i: (s, v.tobytes()) for i, s, v in zip(table["example_id"].to_pylist(), table["shard"].to_pylist(), vectors)}
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, tiny):
-    """One full run of the graph on a file:// store; yields (settings, instance, report path)."""
-    root = tmp_path_factory.mktemp("pipeline")
-    settings = tiny(StorageSettings(uri=f"file://{root}/store"))
-    messages: list[str] = []
-    report = pipeline_run.run_pipeline(settings, dagster_home=root / "dagster_home", progress=messages.append, in_process=True)
-    instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
-    yield settings, instance, report, messages
+@pytest.fixture
+def pipeline(tiny_run):
+    """The shared tiny run, read-only: (settings, instance, report path, progress messages)."""
+    return tiny_run.settings, tiny_run.instance(), tiny_run.report, tiny_run.messages
+
+
+@pytest.fixture
+def pipeline_copy(run_copy):
+    """A private copy of the tiny run for tests that change it: (settings, instance, report path, messages)."""
+    return run_copy.settings, run_copy.instance(), run_copy.report, run_copy.messages
 
 
 def test_every_asset_is_materialized_with_metadata(pipeline):
@@ -87,8 +88,8 @@ def test_query_answers_from_the_table_like_the_proponents_asset(pipeline):
     assert all(hit["text"] for hit in found)
 
 
-def test_rematerializing_a_shard_leaves_no_duplicates(pipeline):
-    settings, instance, _, _ = pipeline
+def test_rematerializing_a_shard_leaves_no_duplicates(pipeline_copy):
+    settings, instance, _, _ = pipeline_copy
     before = table_contents(settings)
     shard = sorted(instance.get_dynamic_partitions("corpus_shards"))[0]
     pipeline_run.materialize_assets(instance, settings, ["gradient_table"], partition=shard, in_process=True)
@@ -98,8 +99,8 @@ def test_rematerializing_a_shard_leaves_no_duplicates(pipeline):
 
 
 @pytest.mark.slow
-def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline):
-    settings, instance, _, _ = pipeline
+def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline_copy):
+    settings, instance, _, _ = pipeline_copy
     serial = table_contents(settings)
     VectorStore.for_store(ObjectStore(settings.storage)).connect().drop_table("gradients")
     shards = sorted(instance.get_dynamic_partitions("corpus_shards"))
@@ -119,8 +120,8 @@ def test_parallel_shards_with_multiprocess_executor_match_serial(pipeline):
     assert first[1] <= second[0], f"gradient_table steps overlapped: {spans}"
 
 
-def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
-    settings, instance, _, _ = pipeline
+def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline_copy):
+    settings, instance, _, _ = pipeline_copy
     store = ObjectStore(settings.storage)
     corpus, _, _ = load_sources(settings.data)
     new_rows = corpus.head(5).with_columns(("new-" + corpus.head(5)["id"]).alias("id"))
@@ -158,9 +159,9 @@ def test_sensor_registers_a_new_shard_and_automation_materializes_it(pipeline):
     assert duplicate_ids(table) == []
 
 
-def test_new_checkpoint_makes_every_shard_due_again(pipeline):
-    """Runs last: it records a fake new checkpoint in the module's instance."""
-    settings, instance, _, _ = pipeline
+def test_new_checkpoint_makes_every_shard_due_again(pipeline_copy):
+    """A new checkpoint version (recorded in a copy of the run) makes every shard's tokenization due."""
+    settings, instance, _, _ = pipeline_copy
     store = ObjectStore(settings.storage)
     event = instance.get_latest_materialization_event(dg.AssetKey("model_checkpoint")).asset_materialization
     assert event.tags["dagster/data_version"] == layout.get_json(store, layout.MODEL_MANIFEST)["model_version"]
@@ -171,3 +172,98 @@ def test_new_checkpoint_makes_every_shard_due_again(pipeline):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     shards = set(instance.get_dynamic_partitions("corpus_shards"))
     assert result.get_requested_partitions(dg.AssetKey("corpus_shards")) == shards
+
+
+def _related(read: str, written: str) -> bool:
+    """A read key and a written key (or prefix) name the same objects."""
+    read, written = read.rstrip("/"), written.rstrip("/")
+    return read == written or read.startswith(written + "/") or written.startswith(read + "/")
+
+
+def test_every_store_key_an_asset_reads_belongs_to_an_asset_it_declares_upstream(tiny_run):
+    graph = build_definitions(tiny_run.settings).resolve_asset_graph()
+    upstream = {key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+                for key in graph.get_all_asset_keys()}
+    reads, writes = tiny_run.access.reads, tiny_run.access.writes
+    assert len(reads) >= 12 and "gradients/queries/vectors.npy" in reads[frozenset({"evaluation_report"})]
+    undeclared = []
+    for step, keys in reads.items():
+        declared = set(step).union(*(upstream[asset] for asset in step))
+        for key in keys:
+            writers = {asset for writer, written in writes.items() if any(_related(key, w) for w in written)
+                       for asset in writer}
+            if not writers:
+                undeclared.append((sorted(step), key, "written by no asset"))
+            elif not writers & declared:
+                undeclared.append((sorted(step), key, f"written by {sorted(writers)}"))
+    assert undeclared == []
+
+
+def test_report_lineage_declares_what_it_reads():
+    from trackstar_pipeline.settings import PipelineSettings
+
+    graph = build_definitions(PipelineSettings()).resolve_asset_graph()
+    parents = {key.to_user_string() for key in graph.get(dg.AssetKey("evaluation_report")).parent_keys}
+    assert {"query_gradients", "curvature_inverse_sqrt", "r_train", "r_eval", "gradient_table", "proponents",
+            "corpus_shards", "model_checkpoint", "optimizer_state"} <= parents
+
+
+def test_stages_of_trackstar_run_follow_the_asset_graph(tiny_run):
+    stages = pipeline_run.pipeline_stages(tiny_run.settings)
+    order = [asset for stage in stages for asset in stage.assets]
+    graph = build_definitions(tiny_run.settings).resolve_asset_graph()
+    assert sorted(order) == sorted(key.to_user_string() for key in graph.get_all_asset_keys())
+    for key in graph.get_all_asset_keys():
+        for parent in graph.get(key).parent_keys:
+            assert order.index(parent.to_user_string()) < order.index(key.to_user_string())
+    per_shard = {asset for stage in stages if stage.per_shard for asset in stage.assets}
+    assert per_shard == {"corpus_shards", "projected_gradients", "gradient_table"}
+    assert [stage.per_shard for stage in stages] == [False, True, False, True, False]
+
+
+def test_ablation_without_curvature_is_the_table_without_r(tiny_run):
+    """trackstar_no_curvature's corpus vectors are the table's rows with R^{-1/2} undone (same run, same gradients)."""
+    import torch
+
+    from trackstar_pipeline.evaluation.ablations import trackstar_scorers
+    from trackstar_pipeline.storage.artifacts import load_inverse_sqrt, load_raw_gradients
+
+    settings, store = tiny_run.settings, ObjectStore(tiny_run.settings.storage)
+    shards = sorted(tiny_run.instance().get_dynamic_partitions("corpus_shards"))
+    stored = load_raw_gradients(store, settings.storage, shards)
+    scorers, _ = trackstar_scorers(stored, stored.query_ids, settings.attribution, progress=lambda _: None)
+    ablation = scorers["trackstar_no_curvature"]
+    table = table_contents(settings)
+    rows = torch.tensor(np.stack([np.frombuffer(table[i][1], dtype=np.float16).astype(np.float32)
+                                  for i in ablation.corpus_ids]))  # (N, d) unit(R^{-1/2} g)
+    inverse = load_inverse_sqrt(store, settings.storage)  # (d, d)
+    undone = rows @ torch.linalg.inv(inverse.double()).float()  # (N, d) proportional to g
+    undone = undone / undone.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(ablation.corpus_vectors, undone, atol=2e-2, rtol=0)
+    # and R changes them: the table is not already the no-curvature variant
+    assert (rows - ablation.corpus_vectors).abs().max() > 0.1
+
+
+def test_trackstar_query_imports_no_dagster_layer(tiny_run, tmp_path):
+    """`trackstar query` in a fresh process answers from the table without importing assets, resources or Dagster."""
+    import json
+    import subprocess
+    import sys
+
+    from trackstar_pipeline.settings import settings_to_dict
+
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(settings_to_dict(tiny_run.settings)))
+    prompt, completion = layout.get_parquet(ObjectStore(tiny_run.settings.storage), layout.QUERIES).select(
+        "prompt", "completion").row(0)
+    script = (
+        "import sys; from trackstar_pipeline import cli\n"
+        f"assert cli.main(['query', '--config', {str(config)!r}, '--prompt', {prompt!r}, '--completion', "
+        f"{completion!r}, '-k', '2']) == 0\n"
+        "print('LAYER', sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'"
+        " or m.startswith(('trackstar_pipeline.assets', 'trackstar_pipeline.resources'))))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = output.strip().splitlines()
+    assert len([line for line in lines if line.strip()[:3].strip().isdigit()]) == 2  # two ranked proponents
+    assert lines[-1] == "LAYER []"

@@ -1,6 +1,7 @@
 """evaluate() with a tiny trained Llama: every method incl. ablations, sweep, embed and tail-patch."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from transformers.optimization import Adafactor
 from tests.evaluation.test_report import small_world
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
-from trackstar_pipeline.evaluation.evaluate import evaluate
+from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
 from trackstar_pipeline.evaluation.tailpatch import TailPatchSetup
 from trackstar_pipeline.settings import load_settings
 
@@ -50,9 +51,9 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
         "evaluation.projection_dim_sweep": [32, 64], "evaluation.closed_set_bm25": 3,
         "evaluation.closed_set_same_completion": 2, "evaluation.closed_set_random": 4,
         "evaluation.tailpatch_queries": 3, "evaluation.top_k": 10})
-    result = evaluate(corpus, queries, truth, settings, tmp_path / "report", model=model, tokenizer=tokenizer,
-                      second_moments=load_second_moments(tmp_path / "optimizer.pt", model), tailpatch=setup,
-                      progress=lambda message: None)
+    inputs = EvaluationInputs(corpus, queries, truth, settings, model=model, tokenizer=tokenizer,
+                              second_moments=load_second_moments(tmp_path / "optimizer.pt", model), tailpatch=setup)
+    result = evaluate(inputs, tmp_path / "report", progress=lambda message: None)
     summary = json.loads(result.files["json"].read_text())
     assert set(summary["open_set"]) == METHODS and set(summary["closed_set"]) == METHODS
     assert summary["settings"]["lambda"] == 0.9
@@ -62,9 +63,10 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
             assert summary["open_set"][method][f"tailpatch@{k}"] is not None, (method, k)
     # the d sweep entry at the main d is the main method itself
     assert summary["open_set"]["trackstar_d64"] == summary["open_set"]["trackstar"]
-    # tail-patch measured only for the first 3 evaluated queries; every pair has a finite effect
+    # tail-patch measured only for the first 3 evaluated queries; every pair has a finite, nonzero effect
     assert {query_id for _, query_id in result.effects} <= {"q0", "q1", "q2"}
-    assert all(abs(effect.delta_prob) < 1 for effect in result.effects.values())
+    assert result.effects and all(math.isfinite(effect.delta_prob) for effect in result.effects.values())
+    assert any(effect.delta_prob != 0.0 for effect in result.effects.values())
     # the model is left exactly as it was
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
     assert "tail-patch" in result.files["markdown"].read_text()

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trackstar_pipeline.evaluation.evaluate import evaluate
+from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
 from trackstar_pipeline.evaluation.report import explorer_html, headline_table
 from trackstar_pipeline.evaluation.scorers import matrix_scorer
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect
@@ -61,16 +61,17 @@ def result(tmp_path_factory):
     corpus, queries, truth = small_world()
     oracle = matrix_scorer(queries["id"].to_list(), corpus["id"].to_list(), oracle_scores(corpus, queries, truth))
     out = tmp_path_factory.mktemp("report")
-    return evaluate(corpus, queries, truth, SETTINGS, out, methods={"trackstar": oracle},
-                    fact_correct={"q0": True, "q1": False, "q2": True, "q3": True, "q4": False},
-                    model_info={"name": "none"}, table_version=7, progress=lambda message: None)
+    inputs = EvaluationInputs(corpus, queries, truth, SETTINGS, methods={"trackstar": oracle},
+                              fact_correct={"q0": True, "q1": False, "q2": True, "q3": True, "q4": False},
+                              model_info={"name": "none"}, table_version=7)
+    return evaluate(inputs, out, progress=lambda message: None)
 
 
 def test_a_given_method_may_score_more_queries_than_the_evaluated_sample(tmp_path):
     corpus, queries, truth = small_world()
     oracle = matrix_scorer(queries["id"].to_list(), corpus["id"].to_list(), oracle_scores(corpus, queries, truth))
     settings = dataclasses.replace(SETTINGS, evaluation=dataclasses.replace(SETTINGS.evaluation, max_eval_queries=3))
-    sampled = evaluate(corpus, queries, truth, settings, tmp_path, methods={"trackstar": oracle},
+    sampled = evaluate(EvaluationInputs(corpus, queries, truth, settings, methods={"trackstar": oracle}), tmp_path,
                        progress=lambda message: None)
     evaluated = sampled.queries["id"].to_list()
     assert len(evaluated) == 3

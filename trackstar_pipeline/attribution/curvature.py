@@ -307,34 +307,57 @@ def curvature_train_sample(total: int, samples: int, seed: int) -> torch.Tensor:
     return torch.randperm(total, generator=generator)[:samples]
 
 
+def resolve_block_sizes(dim: int, settings: AttributionSettings, block_sizes: Sequence[int] | None) -> tuple[int, ...]:
+    """R's block sizes: the given per-module ones, or one dense block when curvature_blocks='dense'."""
+    if block_sizes is not None:
+        return tuple(block_sizes)
+    if settings.curvature_blocks != "dense":
+        raise ValueError("curvature_blocks='module' needs the per-module block sizes; pass "
+                         "block_sizes=model_curvature_blocks(model, settings)")
+    return (dim,)
+
+
+def curvature_moments(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor, settings: AttributionSettings,
+                      *, block_sizes: Sequence[int] | None = None) -> tuple[BlockDiagonal, BlockDiagonal]:
+    """(R_train, R_eval) by the curvature assets' rule: the seeded corpus sample, every query.
+
+    corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients.
+    """
+    sizes = resolve_block_sizes(corpus_vectors.shape[1], settings, block_sizes)
+    sample = curvature_train_sample(corpus_vectors.shape[0], settings.curvature_train_samples,
+                                    settings.projection_seed)  # (S,)
+    r_train, r_eval = CurvatureAccumulator(sizes), CurvatureAccumulator(sizes)
+    r_train.update(corpus_vectors[sample])  # (S, d)
+    r_eval.update(query_vectors)  # (Q, d)
+    return r_train.mean(), r_eval.mean()
+
+
+def inverse_sqrt_from_moments(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, settings: AttributionSettings,
+                              progress: Callable[[str], None] | None = None) -> tuple[CurvatureMatrix, float]:
+    """(R^{-1/2}, lambda used) of R = lambda R_eval + (1 - lambda) R_train: the one place R is mixed and inverted.
+
+    A single block comes back as a plain (d, d) tensor, several as a BlockDiagonal.
+    """
+    mixed, used = mix_curvature(r_eval, r_train, settings.lambda_mix, settings.lambda_auto_component)
+    inverse = _as_blocks(curvature_inverse_sqrt(mixed, settings.damping))
+    if progress is not None:
+        blocks = "" if len(inverse.sizes) == 1 else f" in {len(inverse.sizes)} module blocks"
+        progress(f"curvature{blocks}, lambda={used:.4f}")
+    return (inverse.blocks[0] if len(inverse.sizes) == 1 else inverse), used
+
+
 def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
                                 settings: AttributionSettings, progress: Callable[[str], None] | None = None,
                                 *, block_sizes: Sequence[int] | None = None,
                                 ) -> tuple[CurvatureMatrix | None, float | None]:
-    """(R^{-1/2}, lambda used) from in-memory gradients: R_train over a seeded corpus sample, R_eval over the queries.
+    """(R^{-1/2}, lambda used) from in-memory gradients; (None, None) when settings.curvature is off.
 
-    corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients. block_sizes: R's blocks
-    (`model_curvature_blocks`); needed for curvature_blocks='module', None means one dense block.
-    (None, None) when settings.curvature is off. `progress` gets one line naming the sample sizes and lambda.
+    block_sizes: R's blocks (`model_curvature_blocks`); needed for curvature_blocks='module'.
     """
     if not settings.curvature:
         return None, None
-    if block_sizes is None:
-        if settings.curvature_blocks != "dense":
-            raise ValueError("curvature_blocks='module' needs the per-module block sizes; pass "
-                             "block_sizes=model_curvature_blocks(model, settings)")
-        block_sizes = (corpus_vectors.shape[1],)
-    sample = curvature_train_sample(corpus_vectors.shape[0], settings.curvature_train_samples,
-                                    settings.projection_seed)  # (S,)
-    r_train, r_eval = CurvatureAccumulator(block_sizes), CurvatureAccumulator(block_sizes)
-    r_train.update(corpus_vectors[sample])  # (S, d)
-    r_eval.update(query_vectors)  # (Q, d)
-    mixed, used = mix_curvature(r_eval.mean(), r_train.mean(), settings.lambda_mix, settings.lambda_auto_component)
-    if progress is not None:
-        blocks = "" if len(block_sizes) == 1 else f" in {len(block_sizes)} module blocks"
-        progress(f"curvature from {r_train.count} corpus and {r_eval.count} query gradients{blocks}, lambda={used:.4f}")
-    inverse = curvature_inverse_sqrt(mixed, settings.damping)
-    return (inverse.blocks[0] if len(block_sizes) == 1 else inverse), used
+    r_train, r_eval = curvature_moments(corpus_vectors, query_vectors, settings, block_sizes=block_sizes)
+    return inverse_sqrt_from_moments(r_eval, r_train, settings, progress)
 
 
 def save_curvature(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -1,20 +1,27 @@
-"""TrackStar and its ablations as scorers, all built from the engine's own functions.
+"""TrackStar and its ablations as scorers, built from raw gradients and the R_train / R_eval they give.
 
-Each ablation removes one ingredient of the formula  score = unit(R^{-1/2} P g/sqrt(V)) . unit(...):
-no optimizer correction (no 1/sqrt(V)), R_train only (lambda = 0), no curvature (no R^{-1/2}),
-no unit norm, and the projection dimension d swept. Gradients are taken once per distinct
-(d, optimizer correction) pair and the cheap variants reuse them.
+Each ablation changes one ingredient of  score = unit(R^{-1/2} P g/sqrt(V)) . unit(...)  relative
+to the gradient table: no optimizer correction (no 1/sqrt(V)), R_train only (lambda = 0), no
+curvature (no R^{-1/2}), no unit norm, and the projection dimension d swept. Everything else is
+the table's: R_eval over every query, R_train over the same seeded corpus sample, the same lambda
+rule. The raw gradients at the table's (d, correction) are the ones the assets stored
+(`RawGradients`); only no-optimizer and the other d of the sweep take a new gradient pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from trackstar_pipeline.attribution.curvature import inverse_sqrt_from_gradients, model_curvature_blocks
+from trackstar_pipeline.attribution.curvature import (
+    CurvatureMatrix,
+    curvature_moments,
+    inverse_sqrt_from_moments,
+    model_curvature_blocks,
+)
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.gradients import collect_gradients
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
@@ -23,73 +30,105 @@ from trackstar_pipeline.evaluation.scorers import VectorScorer
 from trackstar_pipeline.settings import AttributionSettings
 
 
+@dataclass(frozen=True)
+class RawGradients:
+    """Raw (pre-R) gradients of the corpus and of every query at one (d, correction), with their R_train and R_eval."""
+
+    corpus_ids: list[str]
+    corpus: torch.Tensor
+    """(N, d) float32, in corpus order (the registered shards, sorted)."""
+    query_ids: list[str]
+    queries: torch.Tensor
+    """(Q, d) float32, every query (R_eval averages over all of them)."""
+    r_train: CurvatureMatrix | None
+    """float64 mean g g^T over the seeded corpus sample, per R block; None without curvature."""
+    r_eval: CurvatureMatrix | None
+    """float64 mean g g^T over every query, per R block; None without curvature."""
+
+
 def sweep_name(projection_dim: int) -> str:
     """Method name of one projection-dimension sweep entry, e.g. 'trackstar_d256'."""
     return f"trackstar_d{projection_dim}"
 
 
-class _Gradients:
-    """Raw (pre-R) gradients of corpus and queries for one attribution setting."""
+def gradient_pass(model: nn.Module, corpus_examples: Sequence[TokenizedExample],
+                  query_examples: Sequence[TokenizedExample], settings: AttributionSettings,
+                  moments: SecondMoments | None, progress: Callable[[str], None] = print) -> RawGradients:
+    """One gradient pass over the corpus and every query, and the R_train / R_eval it gives."""
+    label = f"d={settings.projection_dim}, optimizer correction {'on' if moments is not None else 'off'}"
+    progress(f"gradient pass ({label}): {len(corpus_examples)} corpus, {len(query_examples)} queries")
+    queries = collect_gradients(model, query_examples, settings, moments)  # (Q, d)
+    corpus = collect_gradients(model, corpus_examples, settings, moments)  # (N, d)
+    r_train, r_eval = (curvature_moments(corpus, queries, settings, block_sizes=model_curvature_blocks(model, settings))
+                       if settings.curvature else (None, None))
+    return RawGradients([e.example_id for e in corpus_examples], corpus, [e.example_id for e in query_examples],
+                        queries, r_train, r_eval)
 
-    def __init__(self, model: nn.Module, corpus: Sequence[TokenizedExample], queries: Sequence[TokenizedExample],
-                 settings: AttributionSettings, moments: SecondMoments | None, progress: Callable[[str], None]):
-        label = f"d={settings.projection_dim}, optimizer correction {'on' if moments is not None else 'off'}"
-        progress(f"evaluation gradients ({label}): {len(corpus)} corpus, {len(queries)} queries")
-        self.queries = collect_gradients(model, queries, settings, moments)  # (Q, d)
-        self.corpus = collect_gradients(model, corpus, settings, moments)  # (N, d)
-        self.settings = settings
-        self.block_sizes = model_curvature_blocks(model, settings) if settings.curvature else None  # R's blocks
 
-    def scorer(self, corpus_ids: list[str], query_ids: list[str], inverse_sqrt: torch.Tensor | None,
-               unit_normalize: bool, name: str) -> VectorScorer:
-        return VectorScorer(query_ids, prepare_vectors(self.queries, inverse_sqrt, unit_normalize), corpus_ids,
-                            prepare_vectors(self.corpus, inverse_sqrt, unit_normalize), name=name)
+def inverse_sqrt_of(gradients: RawGradients, settings: AttributionSettings) -> tuple[CurvatureMatrix | None, float | None]:
+    """(R^{-1/2}, lambda used) from the gradients' R_train and R_eval; (None, None) when curvature is off.
+
+    The one place evaluation builds R, with the engine's mix and damped inverse square root (the
+    curvature assets' formula).
+    """
+    if not settings.curvature:
+        return None, None
+    return inverse_sqrt_from_moments(gradients.r_eval, gradients.r_train, settings)
+
+
+def _scorer(gradients: RawGradients, query_ids: Sequence[str], inverse_sqrt: CurvatureMatrix | None,
+            unit_normalize: bool, name: str) -> VectorScorer:
+    """Scores the evaluated queries (a subset of the gradients' queries) against the whole corpus."""
+    row = {query_id: i for i, query_id in enumerate(gradients.query_ids)}
+    missing = [query_id for query_id in query_ids if query_id not in row]
+    if missing:
+        raise KeyError(f"{name}: no stored gradient for {len(missing)} evaluated queries, e.g. {missing[:3]}; "
+                       "re-materialize query_gradients")
+    queries = gradients.queries[[row[query_id] for query_id in query_ids]]  # (Q_eval, d)
+    return VectorScorer(list(query_ids), prepare_vectors(queries, inverse_sqrt, unit_normalize), gradients.corpus_ids,
+                        prepare_vectors(gradients.corpus, inverse_sqrt, unit_normalize), name=name)
 
 
 def trackstar_scorers(
-    model: nn.Module,
-    corpus_examples: Sequence[TokenizedExample],
-    query_examples: Sequence[TokenizedExample],
+    table_gradients: RawGradients,
+    query_ids: Sequence[str],
     settings: AttributionSettings,
-    second_moments: SecondMoments | None,
+    model: nn.Module | None = None,
+    corpus_examples: Sequence[TokenizedExample] | None = None,
+    query_examples: Sequence[TokenizedExample] | None = None,
+    second_moments: SecondMoments | None = None,
     projection_dims: Sequence[int] = (),
     progress: Callable[[str], None] = print,
 ) -> tuple[dict[str, VectorScorer], float | None]:
-    """(method name -> scorer, lambda used) for trackstar, its ablations and the d sweep.
+    """(method name -> scorer over `query_ids`, lambda used) for trackstar, its ablations and the d sweep.
 
-    Without `second_moments` the 'trackstar_no_optimizer' entry would equal 'trackstar' and is
-    left out (the report then says the ablation was not run).
+    `table_gradients` are the raw gradients the table was built from. The variants that need a new
+    gradient pass (no optimizer correction, other d) are built only with `model` and the encoded
+    corpus and queries (all queries, for R_eval); without `second_moments` 'trackstar_no_optimizer'
+    would equal 'trackstar' and is left out (the report then says the ablation was not run).
     """
-    corpus_ids = [example.example_id for example in corpus_examples]
-    query_ids = [example.example_id for example in query_examples]
-    main = _Gradients(model, corpus_examples, query_examples, settings, second_moments, progress)
-    inverse_sqrt, lambda_used = inverse_sqrt_from_gradients(main.corpus, main.queries, settings, progress,
-                                                            block_sizes=main.block_sizes)
+    inverse_sqrt, lambda_used = inverse_sqrt_of(table_gradients, settings)
     scorers = {
-        "trackstar": main.scorer(corpus_ids, query_ids, inverse_sqrt, settings.unit_normalize, "trackstar"),
-        "trackstar_no_curvature": main.scorer(corpus_ids, query_ids, None, True, "trackstar_no_curvature"),
-        "trackstar_no_unit_norm": main.scorer(corpus_ids, query_ids, inverse_sqrt, False, "trackstar_no_unit_norm"),
+        "trackstar": _scorer(table_gradients, query_ids, inverse_sqrt, settings.unit_normalize, "trackstar"),
+        "trackstar_no_curvature": _scorer(table_gradients, query_ids, None, settings.unit_normalize,
+                                          "trackstar_no_curvature"),
+        "trackstar_no_unit_norm": _scorer(table_gradients, query_ids, inverse_sqrt, False, "trackstar_no_unit_norm"),
     }
     if settings.curvature:
-        train_only, _ = inverse_sqrt_from_gradients(main.corpus, main.queries, replace(settings, lambda_mix=0.0),
-                                                    block_sizes=main.block_sizes)
-        scorers["trackstar_r_train_only"] = main.scorer(corpus_ids, query_ids, train_only, settings.unit_normalize,
-                                                        "trackstar_r_train_only")
+        train_only, _ = inverse_sqrt_of(table_gradients, replace(settings, lambda_mix=0.0))
+        scorers["trackstar_r_train_only"] = _scorer(table_gradients, query_ids, train_only, settings.unit_normalize,
+                                                    "trackstar_r_train_only")
+    if model is None or corpus_examples is None or query_examples is None:
+        return scorers, lambda_used
+
+    def variant(name: str, variant_settings: AttributionSettings, moments: SecondMoments | None) -> VectorScorer:
+        gradients = gradient_pass(model, corpus_examples, query_examples, variant_settings, moments, progress)
+        inverse, _ = inverse_sqrt_of(gradients, variant_settings)
+        return _scorer(gradients, query_ids, inverse, settings.unit_normalize, name)
+
     if second_moments is not None:
-        plain = _Gradients(model, corpus_examples, query_examples, settings, None, progress)
-        plain_inverse, _ = inverse_sqrt_from_gradients(plain.corpus, plain.queries, settings,
-                                                       block_sizes=plain.block_sizes)
-        scorers["trackstar_no_optimizer"] = plain.scorer(corpus_ids, query_ids, plain_inverse,
-                                                         settings.unit_normalize, "trackstar_no_optimizer")
-        del plain
+        scorers["trackstar_no_optimizer"] = variant("trackstar_no_optimizer", settings, None)
     for dim in projection_dims:
-        if dim == settings.projection_dim:
-            scorers[sweep_name(dim)] = scorers["trackstar"]
-            continue
-        swept = _Gradients(model, corpus_examples, query_examples, replace(settings, projection_dim=dim),
-                           second_moments, progress)
-        swept_inverse, _ = inverse_sqrt_from_gradients(swept.corpus, swept.queries, swept.settings,
-                                                       block_sizes=swept.block_sizes)
-        scorers[sweep_name(dim)] = swept.scorer(corpus_ids, query_ids, swept_inverse, settings.unit_normalize,
-                                                sweep_name(dim))
+        scorers[sweep_name(dim)] = (scorers["trackstar"] if dim == settings.projection_dim else
+                                    variant(sweep_name(dim), replace(settings, projection_dim=dim), second_moments))
     return scorers, lambda_used

@@ -10,14 +10,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
 from trackstar_pipeline.evaluation.metrics import bucket_sort_key
-
-if TYPE_CHECKING:
-    from trackstar_pipeline.evaluation.evaluate import EvaluationResult
+from trackstar_pipeline.evaluation.result import EvaluationResult
 
 EXPLORER_TOP = 10
 """Proponents per query and method shown in the explorer."""
@@ -152,7 +150,7 @@ def plot_by_frequency(summary: Mapping[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def explorer_data(result: "EvaluationResult", top: int = EXPLORER_TOP) -> dict[str, Any]:
+def explorer_data(result: EvaluationResult, top: int = EXPLORER_TOP) -> dict[str, Any]:
     """The JSON the explorer renders: queries, per-method top proponents with scores and Δp, texts."""
     rankings: dict[str, dict[str, dict[str, list]]] = {}
     used: set[str] = set()
@@ -278,7 +276,7 @@ render();
 """
 
 
-def explorer_html(result: "EvaluationResult") -> str:
+def explorer_html(result: EvaluationResult) -> str:
     """The self-contained explorer page (data embedded; '<' escaped so no text can close the script)."""
     payload = json.dumps(explorer_data(result), separators=(",", ":")).replace("<", "\\u003c")
     return EXPLORER_TEMPLATE.replace("__DATA__", payload)
@@ -322,7 +320,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(result: "EvaluationResult", output_dir: Path) -> dict[str, Path]:
+def write_report(result: EvaluationResult, output_dir: Path) -> dict[str, Path]:
     """Write every report file into output_dir; returns kind -> path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

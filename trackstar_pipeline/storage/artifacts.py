@@ -43,6 +43,12 @@ def split_into_shards(corpus: pl.DataFrame, shard_size: int) -> dict[str, pl.Dat
     return {str(key[0]): part.drop("shard") for key, part in sorted(assigned.partition_by("shard", as_dict=True).items())}
 
 
+def load_tokenized_corpus(store: ObjectStore, shards: list[str]) -> pl.DataFrame:
+    """The corpus (id, text, facts, input_ids, loss_start) as the given tokenized shards hold it, in shard order."""
+    return pl.concat([layout.get_parquet(store, layout.tokenized_shard_key(shard)) for shard in shards]).rename(
+        {"example_id": "id"})
+
+
 def local_model_dir(store: ObjectStore, storage: StorageSettings) -> Path:
     """The stored checkpoint as a local folder (the folder itself for file://, a cache copy for s3://)."""
     return materialize_local(store.uri_for(layout.MODEL_DIR), storage)
@@ -130,3 +136,28 @@ def checkpoint_curvature_blocks(store: ObjectStore, storage: StorageSettings, at
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return model_curvature_blocks(model, attribution)
+
+
+def load_raw_gradients(store: ObjectStore, storage: StorageSettings, shards: list[str]) -> Any:
+    """What the gradient and curvature assets stored, as evaluation's RawGradients (no gradient pass).
+
+    Corpus rows follow `shards` in order (the registered shards, sorted: r_train's sample order).
+    """
+    import numpy as np
+    import torch
+
+    from trackstar_pipeline.evaluation.ablations import RawGradients
+
+    corpus_ids: list[str] = []
+    blocks = []
+    for shard in shards:
+        ids, vectors = layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (N_shard, d)
+        corpus_ids.extend(ids)
+        blocks.append(vectors)
+    query_ids, queries = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
+    curvature = layout.get_json(store, layout.CURVATURE_MANIFEST).get("enabled", False)
+    r_train = load_curvature_matrix(store, storage, layout.R_TRAIN) if curvature else None
+    r_eval = load_curvature_matrix(store, storage, layout.R_EVAL) if curvature else None
+    corpus = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros((0, queries.shape[1]), np.float32))
+    return RawGradients(corpus_ids, corpus, query_ids, torch.from_numpy(queries),  # (N, d), (Q, d)
+                        r_train, r_eval)

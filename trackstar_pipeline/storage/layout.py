@@ -37,6 +37,17 @@ def shard_key_of(source_key: str) -> str | None:
     return name[: -len(".parquet")] if name.endswith(".parquet") and "/" not in name else None
 
 
+def discover_shards(store: ObjectStore) -> list[str]:
+    """Partition keys of every shard file in the store's landing zone (corpus/sources/)."""
+    keys = (shard_key_of(key) for key in store.list_keys(SHARD_SOURCES))
+    return sorted(key for key in keys if key is not None)
+
+
+def shard_changes(known: set[str], found: list[str]) -> tuple[list[str], list[str]]:
+    """(new, gone): shard files not yet registered, and registered shards whose file was removed."""
+    return [key for key in found if key not in known], sorted(known - set(found))
+
+
 def tokenized_shard_key(shard: str) -> str:
     return f"corpus/tokenized/{shard}.parquet"
 
@@ -103,3 +114,19 @@ def norm_summary(norms: np.ndarray) -> dict[str, float]:
         "max": float(finite.max()) if finite.size else float("nan"),
         "non_finite": int(norms.size - finite.size),
     }
+
+
+def rankings_frame(rankings: dict[str, list[tuple[str, float]]]) -> pl.DataFrame:
+    """Long form (query_id, rank, example_id, score) of per-query rankings (how proponents are stored)."""
+    rows = [(query_id, rank, example_id, float(score))
+            for query_id, ranking in rankings.items() for rank, (example_id, score) in enumerate(ranking, start=1)]
+    return pl.DataFrame(rows, schema={"query_id": pl.String, "rank": pl.Int32, "example_id": pl.String, "score": pl.Float64},
+                        orient="row")
+
+
+def read_rankings(frame: pl.DataFrame) -> dict[str, list[tuple[str, float]]]:
+    """Inverse of rankings_frame (ranks kept in order)."""
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for query_id, _, example_id, score in frame.sort("query_id", "rank").iter_rows():
+        rankings.setdefault(query_id, []).append((example_id, score))
+    return rankings
