@@ -4,18 +4,20 @@ from dataclasses import replace
 
 import torch
 
-from trackstar_pipeline.attribution.curvature import curvature_inverse_sqrt, curvature_train_sample
+from trackstar_pipeline.attribution.curvature import BlockDiagonal, curvature_inverse_sqrt, curvature_train_sample
 from trackstar_pipeline.evaluation import ablations
-from trackstar_pipeline.evaluation.ablations import RawGradients, curvature_moments, trackstar_scorers
+from trackstar_pipeline.attribution.curvature import curvature_moments
+from trackstar_pipeline.evaluation.ablations import RawGradients, trackstar_scorers
 from trackstar_pipeline.settings import AttributionSettings
 
-SETTINGS = AttributionSettings(projection_dim=6, curvature_train_samples=5, lambda_mix=0.7, damping=1e-3)
+SETTINGS = AttributionSettings(projection_dim=6, curvature_train_samples=5, lambda_mix=0.7, damping=1e-3,
+                               curvature_blocks="dense")
 
 
 def _stored(seed: int = 0, n: int = 12, q: int = 8, d: int = 6) -> RawGradients:
     generator = torch.Generator().manual_seed(seed)
     corpus, queries = torch.randn(n, d, generator=generator), torch.randn(q, d, generator=generator)  # (N, d), (Q, d)
-    r_train, r_eval = curvature_moments(corpus, queries, SETTINGS)
+    r_train, r_eval = (moments.to_dense() for moments in curvature_moments(corpus, queries, SETTINGS))  # (d, d) each
     return RawGradients([f"c{i}" for i in range(n)], corpus, [f"q{i}" for i in range(q)], queries, r_train, r_eval)
 
 
@@ -73,3 +75,18 @@ def test_without_curvature_no_r_is_built():
     scorers, used = trackstar_scorers(stored, ["q0"], replace(SETTINGS, curvature=False), progress=lambda _: None)
     assert used is None and "trackstar_r_train_only" not in scorers
     torch.testing.assert_close(scorers["trackstar"].corpus_vectors, _unit(stored.corpus))
+
+
+def test_module_blocks_whiten_each_block_with_its_own_r():
+    dense = _stored()
+    sizes = (2, 4)
+    settings = replace(SETTINGS, curvature_blocks="module")
+    r_train, r_eval = curvature_moments(dense.corpus, dense.queries, settings, block_sizes=sizes)
+    assert isinstance(r_train, BlockDiagonal) and r_train.sizes == sizes
+    stored = RawGradients(dense.corpus_ids, dense.corpus, dense.query_ids, dense.queries, r_train, r_eval)
+    scorers, _ = trackstar_scorers(stored, ["q3"], settings, progress=lambda _: None)
+    mixed = torch.zeros(6, 6, dtype=torch.float64)  # by hand: the dense R with cross-module entries zeroed
+    for block in (slice(0, 2), slice(2, 6)):
+        mixed[block, block] = 0.7 * dense.r_eval[block, block] + 0.3 * dense.r_train[block, block]
+    expected = [dense.corpus @ curvature_inverse_sqrt(mixed, SETTINGS.damping).float()]  # (N, d)
+    torch.testing.assert_close(scorers["trackstar"].corpus_vectors, _unit(torch.cat(expected, dim=1)))

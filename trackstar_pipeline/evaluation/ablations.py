@@ -59,7 +59,8 @@ def gradient_pass(model: nn.Module, corpus_examples: Sequence[TokenizedExample],
     progress(f"gradient pass ({label}): {len(corpus_examples)} corpus, {len(query_examples)} queries")
     queries = collect_gradients(model, query_examples, settings, moments)  # (Q, d)
     corpus = collect_gradients(model, corpus_examples, settings, moments)  # (N, d)
-    r_train, r_eval = (curvature_moments(corpus, queries, settings, block_sizes=model_curvature_blocks(model, settings))
+    block_sizes = None if settings.curvature_blocks == "dense" else model_curvature_blocks(model, settings)
+    r_train, r_eval = (curvature_moments(corpus, queries, settings, block_sizes=block_sizes)
                        if settings.curvature else (None, None))
     return RawGradients([e.example_id for e in corpus_examples], corpus, [e.example_id for e in query_examples],
                         queries, r_train, r_eval)
