@@ -357,7 +357,12 @@ def inverse_sqrt_from_gradients(corpus_vectors: torch.Tensor, query_vectors: tor
     if not settings.curvature:
         return None, None
     r_train, r_eval = curvature_moments(corpus_vectors, query_vectors, settings, block_sizes=block_sizes)
-    return inverse_sqrt_from_moments(r_eval, r_train, settings, progress)
+    inverse, used = inverse_sqrt_from_moments(r_eval, r_train, settings)
+    if progress is not None:
+        blocks = "" if len(r_train.sizes) == 1 else f" in {len(r_train.sizes)} module blocks"
+        sampled = min(corpus_vectors.shape[0], settings.curvature_train_samples)
+        progress(f"curvature from {sampled} corpus and {query_vectors.shape[0]} query gradients{blocks}, lambda={used:.4f}")
+    return inverse, used
 
 
 def save_curvature(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
