@@ -144,12 +144,36 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """How proponents are found in the gradient table: exact batched search, or an IVF index on large tables."""
+
+    batch_rows: int = 16384
+    """Table rows per streamed Arrow record batch; search memory is about batch_rows x d x 6 bytes plus the queries."""
+    query_block: int = 1024
+    """Queries scored together in one pass over the table (more queries make more passes)."""
+    ann_min_rows: int = 2_000_000
+    """gradient_index builds an IVF index (and searches use it) only from this many rows; below it exact batched
+    search is as fast or faster and exact (benchmarks/scale.py measures the crossover)."""
+    ann_index: Literal["ivf_flat", "ivf_pq"] = "ivf_flat"
+    ann_partitions: int = 0
+    """IVF partitions; 0 picks sqrt(rows)."""
+    ann_refine_factor: int = 4
+    """The index fetches refine_factor * k candidates and re-ranks them by their stored vectors."""
+    ann_recall_target: float = 0.95
+    """gradient_index raises nprobes until recall@ann_recall_k against exact search reaches this."""
+    ann_recall_k: int = 10
+    ann_recall_queries: int = 50
+    """Query vectors sampled (seeded) to measure the index's recall at every materialization."""
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     data: DataSettings = field(default_factory=DataSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
 
 
 class SettingsError(ValueError):

@@ -106,3 +106,13 @@ def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:
         return None
     tensors, _ = load_curvature_file(store, storage, layout.INVERSE_SQRT)
     return tensors["inverse_sqrt"]
+
+
+def load_query_vectors(store: ObjectStore, storage: StorageSettings, unit_normalize: bool) -> tuple[list[str], Any]:
+    """Query ids and their R^{-1/2} g (Q, d) float32 tensor, unit-norm when asked: the transform the table rows got."""
+    import torch
+
+    from trackstar_pipeline.attribution.scoring import prepare_vectors
+
+    query_ids, gradients = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
+    return query_ids, prepare_vectors(torch.from_numpy(gradients), load_inverse_sqrt(store, storage), unit_normalize)
