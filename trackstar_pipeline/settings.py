@@ -156,7 +156,9 @@ class SearchSettings:
     search is as fast or faster and exact (benchmarks/scale.py measures the crossover)."""
     ann_index: Literal["ivf_flat", "ivf_pq"] = "ivf_flat"
     ann_partitions: int = 0
-    """IVF partitions; 0 picks sqrt(rows)."""
+    """IVF partitions; 0 picks one per ann_partition_rows rows. K-means training costs ~ partitions^2 x d, so
+    sqrt(rows) partitions (about 1000 at 1M rows) do not finish on a CPU at d = 4096."""
+    ann_partition_rows: int = 4096
     ann_refine_factor: int = 4
     """The index fetches refine_factor * k candidates and re-ranks them by their stored vectors."""
     ann_recall_target: float = 0.95

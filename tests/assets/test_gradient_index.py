@@ -49,7 +49,7 @@ def test_small_table_stays_exact(tmp_path):
 
 
 def test_large_table_gets_an_ivf_index_tuned_to_the_recall_target_then_drops_it_when_small_again(tmp_path):
-    search = SearchSettings(ann_min_rows=1000, ann_refine_factor=2, ann_recall_queries=12)
+    search = SearchSettings(ann_min_rows=1000, ann_partitions=33, ann_refine_factor=2, ann_recall_queries=12)
     resources, store, vectors = _setup(tmp_path, 1100, search)
     metadata, check = _materialize(resources)
     assert metadata["index"].startswith("IVF_FLAT (33 partitions")
@@ -74,8 +74,8 @@ def test_large_table_gets_an_ivf_index_tuned_to_the_recall_target_then_drops_it_
 
 
 def test_an_unreachable_recall_target_fails_the_check(tmp_path):
-    search = SearchSettings(ann_min_rows=1000, ann_index="ivf_pq", ann_refine_factor=0, ann_recall_target=1.01,
-                            ann_recall_queries=8)
+    search = SearchSettings(ann_min_rows=1000, ann_partitions=33, ann_index="ivf_pq", ann_refine_factor=0,
+                            ann_recall_target=1.01, ann_recall_queries=8)
     resources, _, _ = _setup(tmp_path, 1100, search)
     metadata, check = _materialize(resources)
     assert metadata["index"].startswith("IVF_PQ") and metadata["nprobes"] == 33  # tried up to every partition

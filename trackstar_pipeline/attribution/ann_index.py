@@ -8,7 +8,6 @@ growing nprobes until recall@k reaches the target; that choice is what later sea
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable
 
@@ -35,7 +34,7 @@ def index_config(search: SearchSettings, rows: int, dim: int, accelerator: str |
     """The LanceDB index config for this table size and a one-line description of it."""
     from lancedb.index import IvfFlat, IvfPq
 
-    partitions = search.ann_partitions or max(1, int(math.sqrt(rows)))
+    partitions = search.ann_partitions or max(1, rows // search.ann_partition_rows)
     if search.ann_index == "ivf_pq":
         if dim % 16:
             raise ValueError(f"search.ann_index=ivf_pq needs a vector dim divisible by 16 (d={dim}); use ivf_flat")
