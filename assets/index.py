@@ -39,9 +39,13 @@ def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray
     }, schema=gradient_table_schema(dim))
 
 
-def duplicate_ids(table, ids: list[str]) -> list[str]:
-    """Those of the shard's example_ids that occur more than once in the table (reads only rows with these ids)."""
-    found = rows_with_ids(table, ids, ["example_id"])["example_id"]
+def duplicate_ids(table, ids: list[str] | None = None) -> list[str]:
+    """Those of `ids` (a shard's example_ids) that occur more than once in the table, reading only rows with these
+    ids; ids=None audits the whole table's example_id column (tests, one-off checks)."""
+    if ids is None:
+        found = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
+    else:
+        found = rows_with_ids(table, ids, ["example_id"])["example_id"]
     counts = pc.value_counts(found)
     return [str(item["values"]) for item in counts.to_pylist() if item["counts"] > 1]
 
