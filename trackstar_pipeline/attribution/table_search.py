@@ -8,6 +8,7 @@ against exact search reaches the target, and `AnnParameters` carries that choice
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -19,6 +20,11 @@ import torch
 
 from trackstar_pipeline.attribution.scoring import top_k_proponents
 from trackstar_pipeline.settings import SearchSettings
+
+# LanceDB reads several fragments ahead of a scan by default, so a scan's resident memory grows with the
+# fragment count (shards) up to that cap; one fragment ahead still overlaps I/O with the matmul. Set the
+# variable before the first scan of the process to choose otherwise.
+os.environ.setdefault("LANCE_DEFAULT_FRAGMENT_READAHEAD", "1")
 
 Ranking = list[tuple[str, float]]
 ID_FILTER_CHUNK = 1000
