@@ -151,9 +151,11 @@ class SearchSettings:
     """Table rows per streamed Arrow record batch; search memory is about batch_rows x d x 6 bytes plus the queries."""
     query_block: int = 1024
     """Queries scored together in one pass over the table (more queries make more passes)."""
-    ann_min_rows: int = 2_000_000
-    """gradient_index builds an IVF index (and searches use it) only from this many rows; below it exact batched
-    search is as fast or faster and exact (benchmarks/scale.py measures the crossover)."""
+    ann_min_rows: int = 10_000_000
+    """gradient_index builds an IVF index (and searches use it) only from this many rows. benchmarks/scale.py
+    found no crossover up to 1M x 4096: on near-isotropic (whitened) vectors IVF needs most partitions for
+    recall@10 >= 0.95, so its per-query cost grows with the table like exact batched search, and was ~20x
+    slower per query at 100k. Lower it when single interactive queries matter more than batches."""
     ann_index: Literal["ivf_flat", "ivf_pq"] = "ivf_flat"
     ann_partitions: int = 0
     """IVF partitions; 0 picks one per ann_partition_rows rows. K-means training costs ~ partitions^2 x d, so
