@@ -116,7 +116,7 @@ def search_table(table: Any, query_vectors: np.ndarray | torch.Tensor, k: int, s
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    queries = torch.as_tensor(np.asarray(query_vectors) if not isinstance(query_vectors, torch.Tensor) else query_vectors)
+    queries = query_vectors if isinstance(query_vectors, torch.Tensor) else torch.from_numpy(np.asarray(query_vectors))
     queries = queries.reshape(-1, queries.shape[-1])  # (Q, d)
     use_ann = ann is not None and any(index.columns == ["vector"] for index in table.list_indices())
     rankings = ann_top_k(table, queries, k, ann) if use_ann else exact_top_k(table, queries, k, search, device)
