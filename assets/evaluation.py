@@ -6,34 +6,30 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.storage import layout
 from trackstar_pipeline.storage.artifacts import (
     load_checkpoint,
-    load_inverse_sqrt,
     load_optimizer_moments,
     load_raw_gradients,
     load_tokenized_corpus,
+    load_query_vectors,
     local_model_dir,
 )
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
-from trackstar_pipeline.attribution.table_search import TableVectors, search_table
+from trackstar_pipeline.attribution.ann_index import load_ann_parameters
+from trackstar_pipeline.attribution.table_search import TableCandidateScores, search_table
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
 from trackstar_pipeline.storage import materialize_local
 
 
 def _query_vectors(pipeline: PipelineConfig, object_store: ObjectStoreResource) -> tuple[list[str], np.ndarray]:
     """Query ids and their unit-norm R^{-1/2} g (Q, d): the same transform the table rows got."""
-    from trackstar_pipeline.attribution.scoring import prepare_vectors
-
-    store = object_store.store
-    query_ids, gradients = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
-    inverse = load_inverse_sqrt(store, object_store.storage_settings())
-    unit = pipeline.settings.attribution.unit_normalize
-    return query_ids, prepare_vectors(torch.from_numpy(gradients), inverse, unit).numpy()  # (Q, d)
+    query_ids, vectors = load_query_vectors(object_store.store, object_store.storage_settings(),
+                                            pipeline.settings.attribution.unit_normalize)
+    return query_ids, vectors.numpy()  # (Q, d)
 
 
 def _result(uri: str, size: int, frame: pl.DataFrame, extra: dict) -> MaterializeResult:
@@ -44,15 +40,18 @@ def _result(uri: str, size: int, frame: pl.DataFrame, extra: dict) -> Materializ
 
 @asset(group_name="evaluation", kinds={"lancedb", "parquet"}, deps=["gradient_table", "gradient_index", "query_gradients", "curvature_inverse_sqrt"])
 def proponents(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
-               vector_store: VectorStore) -> MaterializeResult:
-    """Top-k training examples per query: unit-norm R^{-1/2} g of the query searched (exactly) in the table."""
+               vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
+    """Top-k training examples per query: unit-norm R^{-1/2} g of the queries searched in the table, all at once
+    (exact batched search, or the IVF index with gradient_index's tuned nprobes on tables that have one)."""
     settings, store = pipeline.settings, object_store.store
     query_ids, vectors = _query_vectors(pipeline, object_store)
     table = vector_store.open_table()
-    hits = search_table(table, vectors, settings.evaluation.top_k, exact=True)
+    ann = load_ann_parameters(store)
+    hits = search_table(table, vectors, settings.evaluation.top_k, settings.search, torch_device.torch_device, ann)
     frame = layout.rankings_frame({q: [(h["id"], h["score"]) for h in found] for q, found in zip(query_ids, hits)})
     uri, size = layout.put_parquet(store, layout.PROPONENTS, frame)
-    return _result(uri, size, frame, {"table_version": int(table.version), "top_k": settings.evaluation.top_k})
+    return _result(uri, size, frame, {"table_version": int(table.version), "top_k": settings.evaluation.top_k,
+                                      "search": f"ANN {ann.index}, nprobes={ann.nprobes}" if ann else "exact"})
 
 
 @asset(group_name="evaluation", kinds={"parquet"}, deps=["corpus_shards", "queries"])
@@ -103,10 +102,8 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
         tailpatch = None
     table = vector_store.open_table()
     query_ids, vectors = _query_vectors(pipeline, object_store)
-    by_query = dict(zip(query_ids, vectors))
-    rows = TableVectors(table)
-    trackstar = PrecomputedScorer(layout.read_rankings(layout.get_parquet(store, layout.PROPONENTS)),
-                                  candidates=lambda query_id, ids: rows.scores(by_query[query_id], ids))
+    table_scores = TableCandidateScores(table, dict(zip(query_ids, vectors)), settings.search, torch_device.torch_device)
+    trackstar = PrecomputedScorer(layout.read_rankings(layout.get_parquet(store, layout.PROPONENTS)), candidates=table_scores)
     recall = fact_recall(model, tokenizer, queries_frame)
     curvature = layout.get_json(store, layout.CURVATURE_MANIFEST)
     moments = load_optimizer_moments(store, storage, model, settings.attribution.optimizer_correction)

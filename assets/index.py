@@ -1,6 +1,6 @@
 """The LanceDB gradient table (one merge_insert commit per shard), its ANN index, and the re-optimize schedule."""
 
-import math
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -21,14 +21,11 @@ from dagster import (
 )
 
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.storage.artifacts import load_inverse_sqrt
+from trackstar_pipeline.attribution.table_search import rows_with_ids
+from trackstar_pipeline.storage.artifacts import load_inverse_sqrt, load_query_vectors
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
-from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, VectorStore
+from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
 from trackstar_pipeline.resources.vector_store import gradient_table_schema
-
-ANN_MIN_ROWS = 1024
-"""Below this many rows an ANN index buys nothing: queries use exact search."""
-
 
 def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray) -> pa.Table:
     """Arrow rows for one shard; vectors (N, d) are stored as float16."""
@@ -42,10 +39,14 @@ def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray
     }, schema=gradient_table_schema(dim))
 
 
-def duplicate_ids(table) -> list[str]:
-    """example_ids that occur more than once in the whole table."""
-    ids = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
-    counts = pc.value_counts(ids)
+def duplicate_ids(table, ids: list[str] | None = None) -> list[str]:
+    """Those of `ids` (a shard's example_ids) that occur more than once in the table, reading only rows with these
+    ids; ids=None audits the whole table's example_id column (tests, one-off checks)."""
+    if ids is None:
+        found = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
+    else:
+        found = rows_with_ids(table, ids, ["example_id"])["example_id"]
+    counts = pc.value_counts(found)
     return [str(item["values"]) for item in counts.to_pylist() if item["counts"] > 1]
 
 
@@ -80,7 +81,7 @@ def gradient_table(context: AssetExecutionContext, pipeline: PipelineConfig, obj
         context.log.warning(f"{vector_store.table_name}: schema changed (d={vectors.shape[1]}); the table was recreated empty")
     result = (table.merge_insert("example_id").when_matched_update_all().when_not_matched_insert_all()
               .when_not_matched_by_source_delete(f"shard = '{shard}'").execute(rows))
-    shard_rows, duplicates = table.count_rows(f"shard = '{shard}'"), duplicate_ids(table)
+    shard_rows, duplicates = table.count_rows(f"shard = '{shard}'"), duplicate_ids(table, ids)
     summary = layout.norm_summary(norms)
     return MaterializeResult(
         metadata={
@@ -99,29 +100,64 @@ def gradient_table(context: AssetExecutionContext, pipeline: PipelineConfig, obj
     )
 
 
-@asset(group_name="index", kinds={"lancedb"}, deps=["gradient_table"], pool="lancedb")
-def gradient_index(context: AssetExecutionContext, vector_store: VectorStore) -> MaterializeResult:
-    """An IVF index for dot-product search (when the table is big enough), then compaction and cleanup."""
-    from lancedb.index import IvfFlat, IvfPq
+@asset(
+    group_name="index",
+    kinds={"lancedb"},
+    deps=["gradient_table", "query_gradients", "curvature_inverse_sqrt"],
+    pool="lancedb",
+    check_specs=[AssetCheckSpec("ann_recall", asset="gradient_index",
+                                description="recall@k of the IVF index against exact search reaches the target "
+                                            "(passes trivially when the table is small enough for exact search)")],
+)
+def gradient_index(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource,
+                   vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
+    """An IVF index once exact batched search gets slower (search.ann_min_rows), its nprobes tuned to the recall
+    target on a sample of the queries; then a scalar index on example_id, compaction and cleanup."""
+    from lancedb.index import BTree
 
+    from trackstar_pipeline.attribution import ann_index
+
+    search, store = pipeline.settings.search, object_store.store
     table = vector_store.open_table()
     shards = registered_shards(context.instance)
     before = table.count_rows()
     if shards:  # rows of shards that were removed from the corpus
         table.delete("shard NOT IN (" + ", ".join(f"'{shard}'" for shard in shards) + ")")
     rows, dim = table.count_rows(), table.schema.field("vector").type.list_size
-    index = "none (exact search)"
-    if rows >= ANN_MIN_ROWS:
-        partitions = max(1, int(math.sqrt(rows)))
-        if rows >= 64 * ANN_MIN_ROWS and dim % 16 == 0:
-            table.create_index("vector", config=IvfPq(distance_type="dot", num_partitions=partitions, num_sub_vectors=dim // 16), replace=True)
-            index = f"IVF_PQ ({partitions} partitions, {dim // 16} sub-vectors)"
-        else:
-            table.create_index("vector", config=IvfFlat(distance_type="dot", num_partitions=partitions), replace=True)
-            index = f"IVF_FLAT ({partitions} partitions)"
+    vector_indices = [index.name for index in table.list_indices() if index.columns == ["vector"]]
+    ann, sweep, index, build_seconds, accelerator, probes = None, [], "none (exact search)", 0.0, None, 0
+    if rows >= search.ann_min_rows:
+        accelerator = ann_index.index_accelerator()
+        config, index = ann_index.index_config(search, rows, dim, accelerator)
+        context.log.info(f"building {index} over {rows} rows (accelerator: {accelerator or 'cpu'})")
+        started = time.perf_counter()
+        table.create_index("vector", config=config, replace=True)
+        build_seconds = time.perf_counter() - started
+        _, queries = load_query_vectors(store, object_store.storage_settings(), pipeline.settings.attribution.unit_normalize)
+        probe = ann_index.sample_queries(queries, search.ann_recall_queries)  # (S, d)
+        probes = probe.shape[0]
+        ann, sweep = ann_index.tune_nprobes(table, probe, config.num_partitions, search, index,
+                                            torch_device.torch_device, context.log.info)
+    else:
+        for name in vector_indices:  # a table that shrank below the threshold goes back to exact search
+            table.drop_index(name)
+    ann_index.save_ann_parameters(store, ann, {"rows": rows, "table_version": int(table.version)})
+    if rows:
+        table.create_index("example_id", config=BTree(), replace=True)  # serves the per-shard duplicate check and text lookups
     table.optimize(cleanup_older_than=timedelta(days=7))
-    return MaterializeResult(metadata={"uri": vector_store.uri, "rows": rows, "pruned_rows": before - rows, "dim": dim, "index": index,
-                                       "table_version": int(table.version)})
+    recall = ann.recall if ann else None
+    return MaterializeResult(
+        metadata={"uri": vector_store.uri, "rows": rows, "pruned_rows": before - rows, "dim": dim, "index": index,
+                  "table_version": int(table.version), "ann_min_rows": search.ann_min_rows,
+                  "build_seconds": build_seconds, "accelerator": accelerator or "cpu",
+                  **({"recall_at_k": recall, "nprobes": ann.nprobes, "refine_factor": ann.refine_factor,
+                      "recall_sweep": MetadataValue.json(sweep)} if ann else {})},
+        check_results=[AssetCheckResult(
+            check_name="ann_recall", passed=ann is None or ann.recall >= search.ann_recall_target,
+            metadata={"recall_at_k": recall if recall is not None else 1.0, "target": search.ann_recall_target,
+                      "k": search.ann_recall_k, "queries": probes,
+                      "search": "ann" if ann else "exact"})],
+    )
 
 
 reoptimize_index_job = define_asset_job("reoptimize_gradient_index", selection=["gradient_index"])

@@ -199,6 +199,7 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     import torch
 
     from trackstar_pipeline.storage.artifacts import load_checkpoint, load_inverse_sqrt, load_optimizer_moments
+    from trackstar_pipeline.attribution.ann_index import load_ann_parameters
     from trackstar_pipeline.attribution.table_search import search_table
     from trackstar_pipeline.attribution.device import resolve_device
     from trackstar_pipeline.attribution.examples import context_length, encode_queries
@@ -215,4 +216,5 @@ def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int
     gradient = collect_gradients(model, encoded.examples, attribution, second_moments=moments, device=device)  # (1, d)
     vector = prepare_vectors(gradient, load_inverse_sqrt(store, settings.storage), attribution.unit_normalize)  # (1, d)
     table = open_store_table(store)
-    return search_table(table, vector.to(torch.float32).numpy(), k, exact=True)[0]
+    return search_table(table, vector.to(torch.float32), k, settings.search, device, load_ann_parameters(store),
+                        with_text=True)[0]

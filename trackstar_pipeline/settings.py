@@ -173,6 +173,33 @@ class ExecutionSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """How proponents are found in the gradient table: exact batched search, or an IVF index on large tables."""
+
+    batch_rows: int = 16384
+    """Table rows per streamed Arrow record batch; search memory is about batch_rows x d x 6 bytes plus the queries."""
+    query_block: int = 1024
+    """Queries scored together in one pass over the table (more queries make more passes)."""
+    ann_min_rows: int = 10_000_000
+    """gradient_index builds an IVF index (and searches use it) only from this many rows. benchmarks/scale.py
+    found no crossover up to 1M x 4096: on near-isotropic (whitened) vectors IVF needs most partitions for
+    recall@10 >= 0.95, so its per-query cost grows with the table like exact batched search, and was ~20x
+    slower per query at 100k. Lower it when single interactive queries matter more than batches."""
+    ann_index: Literal["ivf_flat", "ivf_pq"] = "ivf_flat"
+    ann_partitions: int = 0
+    """IVF partitions; 0 picks one per ann_partition_rows rows. K-means training costs ~ partitions^2 x d, so
+    sqrt(rows) partitions (about 1000 at 1M rows) do not finish on a CPU at d = 4096."""
+    ann_partition_rows: int = 4096
+    ann_refine_factor: int = 4
+    """The index fetches refine_factor * k candidates and re-ranks them by their stored vectors."""
+    ann_recall_target: float = 0.95
+    """gradient_index raises nprobes until recall@ann_recall_k against exact search reaches this."""
+    ann_recall_k: int = 10
+    ann_recall_queries: int = 50
+    """Query vectors sampled (seeded) to measure the index's recall at every materialization."""
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     data: DataSettings = field(default_factory=DataSettings)
@@ -180,6 +207,7 @@ class PipelineSettings:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
 
 
 class SettingsError(ValueError):

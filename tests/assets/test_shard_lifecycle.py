@@ -40,15 +40,16 @@ def test_corpus_source_replaces_its_own_stale_shards_and_keeps_user_files(tmp_pa
     assert isinstance(request, dg.DeleteDynamicPartitionsRequest) and list(request.partition_keys) == ["shard-00009"]
 
 
-def test_gradient_index_prunes_rows_of_unregistered_shards(tmp_path):
-    store = VectorStore(uri=str(tmp_path / "lancedb"))
+def test_gradient_index_prunes_rows_of_unregistered_shards(tmp_path, tiny):
+    resources = build_resources(tiny(StorageSettings(uri=f"file://{tmp_path}/store")))
+    store = resources["vector_store"]
     vectors = np.eye(4, dtype=np.float32)  # (4, 4)
     for shard, ids in [("kept", ["a", "b"]), ("removed", ["c", "d"])]:
         rows = table_rows(ids, shard, ids, vectors[:2])
         store.open_or_create_table(rows.schema)[0].add(rows)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("corpus_shards", ["kept"])
-    result = dg.materialize([gradient_index], resources={"vector_store": store}, instance=instance)
+    result = dg.materialize([gradient_index], resources=resources, instance=instance)
     assert result.asset_materializations_for_node("gradient_index")[0].metadata["pruned_rows"].value == 2
     assert sorted(store.open_table().to_arrow()["example_id"].to_pylist()) == ["a", "b"]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from trackstar_pipeline.attribution.curvature import CurvatureMatrix, whiten
@@ -19,22 +21,36 @@ def prepare_vectors(vectors: torch.Tensor, inverse_sqrt: CurvatureMatrix | None,
     return prepared
 
 
+def _ids_at(ids: Sequence[str] | np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The ids at the given (Q, k) positions of one block, as an object array (only those strings are built)."""
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        taken = ids.take(pa.array(positions.ravel()))  # (Q * k,)
+        return np.asarray(taken.to_numpy(zero_copy_only=False), dtype=object).reshape(positions.shape)
+    return np.asarray(ids, dtype=object)[positions]  # (Q, k)
+
+
 def top_k_proponents(query_vectors: torch.Tensor, train_blocks: Iterable[tuple[Sequence[str], torch.Tensor]],
                      k: int) -> list[list[tuple[str, float]]]:
-    """Exact top-k training examples per query by dot product, holding one block at a time."""
+    """Exact top-k training examples per query by dot product, holding one block at a time.
+
+    Blocks are scored on the queries' device; ids may be a list or an Arrow string array (the table's batches).
+    The merge is vectorised: per block only the (Q, k) winners' ids are looked up.
+    """
     if k <= 0:
         raise ValueError(f"top_k must be positive, got {k}")
     queries = query_vectors.float()  # (Q, d)
-    best_scores = torch.empty((queries.shape[0], 0))  # (Q, <=k)
-    best_ids: list[list[str]] = [[] for _ in range(queries.shape[0])]
+    best_scores = torch.empty((queries.shape[0], 0), device=queries.device)  # (Q, <=k)
+    best_ids = np.empty((queries.shape[0], 0), dtype=object)  # (Q, <=k)
     for ids, block in train_blocks:
         if len(ids) != block.shape[0]:
             raise ValueError(f"a training block has {len(ids)} ids but {block.shape[0]} vectors")
-        scores = queries @ block.float().to(queries.device).T  # (Q, b)
-        merged = torch.cat([best_scores, scores], dim=1)  # (Q, <=k + b)
+        if block.shape[0] == 0:
+            continue
+        scores = queries @ block.to(queries.device).float().T  # (Q, b)
+        block_scores, block_positions = scores.topk(min(k, scores.shape[1]), dim=1)  # (Q, <=k)
+        merged = torch.cat([best_scores, block_scores], dim=1)  # (Q, <=2k)
         best_scores, positions = merged.topk(min(k, merged.shape[1]), dim=1)  # (Q, <=k)
-        kept = best_ids
-        best_ids = [[(kept[q][p] if p < len(kept[q]) else ids[p - len(kept[q])]) for p in row]
-                    for q, row in enumerate(positions.tolist())]
-    return [[(example_id, float(score)) for example_id, score in zip(row_ids, row_scores)]
-            for row_ids, row_scores in zip(best_ids, best_scores.tolist())]
+        candidates = np.concatenate([best_ids, _ids_at(ids, block_positions.cpu().numpy())], axis=1)  # (Q, <=2k)
+        best_ids = np.take_along_axis(candidates, positions.cpu().numpy(), axis=1)  # (Q, <=k)
+    return [[(str(example_id), float(score)) for example_id, score in zip(row_ids, row_scores)]
+            for row_ids, row_scores in zip(best_ids.tolist(), best_scores.cpu().tolist())]

@@ -87,6 +87,9 @@ def build_candidate_sets(
 def rank_candidates(scorer: MethodScorer, candidates: Mapping[str, Sequence[str]], k: int) -> dict[str, Ranking]:
     """Each query's candidates scored by one method: the top k (all when k is None-like large)."""
     rankings: dict[str, Ranking] = {}
+    prefetch = getattr(scorer, "prefetch_candidates", None)
+    if prefetch is not None:  # e.g. table-backed scores: every (query, candidate) pair in one pass
+        prefetch(candidates)
     for query_id in scorer.query_ids:
         ids = list(candidates.get(query_id, ()))
         if not ids:

@@ -171,6 +171,12 @@ class FusionScorer:
             fused[query_id] = ordered[:k]
         return fused
 
+    def prefetch_candidates(self, candidates: Mapping[str, Sequence[str]]) -> None:
+        for scorer in self.scorers:
+            prefetch = getattr(scorer, "prefetch_candidates", None)
+            if prefetch is not None:
+                prefetch(candidates)
+
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
         total = np.zeros(len(candidate_ids))
         for scorer in self.scorers:
@@ -190,6 +196,12 @@ class PrecomputedScorer:
     def top_k(self, k: int) -> dict[str, Ranking]:
         return {query_id: sorted(ranking, key=lambda item: -item[1])[:k]
                 for query_id, ranking in self._rankings.items()}
+
+    def prefetch_candidates(self, candidates: Mapping[str, Sequence[str]]) -> None:
+        """Let a batch-capable candidate scorer (table_search.TableCandidateScores) score every query at once."""
+        prefetch = getattr(self._candidates, "prefetch", None)
+        if prefetch is not None:
+            prefetch(candidates)
 
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
         if self._candidates is None:

@@ -161,3 +161,13 @@ def load_raw_gradients(store: ObjectStore, storage: StorageSettings, shards: lis
     corpus = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros((0, queries.shape[1]), np.float32))
     return RawGradients(corpus_ids, corpus, query_ids, torch.from_numpy(queries),  # (N, d), (Q, d)
                         r_train, r_eval)
+
+
+def load_query_vectors(store: ObjectStore, storage: StorageSettings, unit_normalize: bool) -> tuple[list[str], Any]:
+    """Query ids and their R^{-1/2} g (Q, d) float32 tensor, unit-norm when asked: the transform the table rows got."""
+    import torch
+
+    from trackstar_pipeline.attribution.scoring import prepare_vectors
+
+    query_ids, gradients = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
+    return query_ids, prepare_vectors(torch.from_numpy(gradients), load_inverse_sqrt(store, storage), unit_normalize)

@@ -22,6 +22,7 @@ R_TRAIN = "curvature/r_train.safetensors"
 R_EVAL = "curvature/r_eval.safetensors"
 INVERSE_SQRT = "curvature/inverse_sqrt.safetensors"
 CURVATURE_MANIFEST = "curvature/manifest.json"
+ANN_INDEX_MANIFEST = "index/manifest.json"  # the IVF index's tuned nprobes and measured recall (or none)
 PROPONENTS = "proponents/trackstar.parquet"
 BM25_PROPONENTS = "proponents/bm25.parquet"
 REPORTS = "reports"
