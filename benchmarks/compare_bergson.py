@@ -366,7 +366,7 @@ def time_both(args: argparse.Namespace, workdir: Path, spec: dict, model, exampl
     return timings
 
 
-EXACT_WEIGHT_BUDGET = 2**27  # floats per tool in the unprojected check (512 MiB): 16 examples at 5M, 2 at 63M
+EXACT_WEIGHT_BUDGET = 2**28  # floats per tool in the unprojected check (1 GiB): 16 examples at 5M, 4 at 63M
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:

@@ -160,7 +160,7 @@ def build_plans(specs: list[HookedModule], settings: AttributionSettings, second
 
 
 @contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Turn off weight gradients (and dropout) for the duration, restoring both afterwards."""
     saved = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     was_training = model.training
@@ -347,7 +347,7 @@ def _collect_on_device(model: nn.Module, examples: Sequence[TokenizedExample], s
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # similar lengths together
     dim = gradient_dim(model, settings)
     result = torch.zeros((len(examples), dim), dtype=torch.float32)  # (N, d)
-    with _frozen_parameters(model):
+    with frozen_parameters(model):
         hooks = _HookSet(model, plans)
         try:
             for start in range(0, len(order), settings.batch_size):
