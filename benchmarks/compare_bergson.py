@@ -402,7 +402,8 @@ def run_size(args: argparse.Namespace, workdir: Path, size: str, n_examples: int
                                device="cpu")
     n_modules = len(hooked_modules(model, base))
     settings = dataclasses.replace(base, projection_dim=n_modules * args.k * args.k)
-    print(f"model: random Llama, {n_params / 1e6:.2f}M parameters (" + ", ".join(f"{key} {value}" for key, value in SIZES[size][0].items())
+    shape = ", ".join(f"{key} {value}" for key, value in SIZES[size][0].items())
+    print(f"model: random Llama, {n_params / 1e6:.2f}M parameters ({shape}"
           + f", vocab {model.config.vocab_size}); {n_modules} hooked Linear modules (lm_head and embedding excluded "
           "in both tools)")
     print(f"projection: bergson k={args.k} per module ({args.k}x{args.k} = {args.k ** 2} per module, "

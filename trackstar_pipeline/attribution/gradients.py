@@ -3,11 +3,12 @@
 One forward and one backward per batch. Parameters are frozen for the duration (requires_grad off)
 and the output of each hooked module whose input needs no gradient (the first layer's q/k/v and
 gate/up, the embedding) is made to require grad, so backward computes the activation gradients
-the hooks read and nothing else: no weight gradients, and none below the first hooked modules. A forward hook on each hooked module projects its input
-activations (B, T, in) -> (B, T, k_in) (one matmul for the modules that read the same input:
-q/k/v, gate/up; padding zeroed after projection); a tensor hook on its output projects the output gradients
-(B, T, out) -> (B, T, k_out) and forms the per-example outer product (B, k_out, k_in). Since the
-loss is a sum of per-example losses, each example's gradient separates.
+the hooks read and nothing else: no weight gradients, and none below the first hooked modules.
+A forward hook on each hooked module projects its input activations (B, T, in) -> (B, T, k_in),
+one matmul for all modules that read the same input (q/k/v, gate/up), padding zeroed after
+projection; a tensor hook on its output projects the output gradients (B, T, out) -> (B, T, k_out)
+and forms the per-example outer product (B, k_out, k_in). Since the loss is a sum of per-example
+losses, each example's gradient separates.
 
 Covered: weights of nn.Linear and transformers' GPT-2 Conv1D (weight stored in x out) whose names
 match settings.target_modules, the output head when include_lm_head, the input embedding when
