@@ -4,7 +4,7 @@ Run: python benchmarks/tailpatch_speed.py [--proponents 64] [--repeats 2]
 
 A random ~5M-parameter Llama (the embedded default's shape: hidden 256, 4 layers, intermediate 688,
 vocab 4096) with a real Adafactor state after one step; proponents of 20-40 tokens, three 12-token
-queries each. Alternates `tailpatch_effects` (what evaluation runs) with the definition it is
+queries each. After a warm-up on two proponents, alternates `tailpatch_effects` (what evaluation runs) with the definition it is
 tested against (per proponent: step_on, measure, restore) and prints seconds per proponent of each,
 wall and CPU, the ratio, and the largest difference in Δlog p between the two.
 """
@@ -19,7 +19,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.optimization import Adafactor
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.evaluation.tailpatch import TailPatcher, TailPatchSetup, tailpatch_effects
+from trackstar_pipeline.evaluation.tailpatch import (TailPatcher, TailPatchSetup, one_step_each_logprob_deltas,
+                                                     tailpatch_effects)
 
 
 def build(n_proponents: int):
@@ -46,19 +47,6 @@ def build(n_proponents: int):
     return model, TailPatchSetup("adafactor", optimizer.state_dict(), 1e-3, 1.0), proponents, queries, work
 
 
-def one_step_each(model, setup, proponents, queries, work) -> dict[tuple[str, str], float]:
-    """The definition: per proponent one step_on, measure its queries, restore. Δlog p per pair."""
-    patcher = TailPatcher(model, setup)
-    effects = {}
-    for proponent_id, query_ids in work.items():
-        before = patcher.completion_logprobs([queries[q] for q in query_ids])
-        patcher.step_on(proponents[proponent_id])
-        after = patcher.completion_logprobs([queries[q] for q in query_ids])
-        patcher.restore()
-        effects.update({(proponent_id, q): float(a - b) for q, a, b in zip(query_ids, after, before)})
-    return effects
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proponents", type=int, default=64)
@@ -67,7 +55,11 @@ def main() -> None:
     model, setup, proponents, queries, work = build(args.proponents)
     modes = {"grouped (tailpatch_effects)": lambda: {pair: effect.delta_logprob for pair, effect in
                                                      tailpatch_effects(model, setup, proponents, work, queries).items()},
-             "one step_on per proponent": lambda: one_step_each(model, setup, proponents, queries, work)}
+             "one step_on per proponent": lambda: one_step_each_logprob_deltas(TailPatcher(model, setup), proponents,
+                                                                               work, queries)}
+    warm_up = dict(list(work.items())[:2])
+    tailpatch_effects(model, setup, proponents, warm_up, queries)
+    one_step_each_logprob_deltas(TailPatcher(model, setup), proponents, warm_up, queries)
     wall = {mode: [] for mode in modes}
     cpu = {mode: [] for mode in modes}
     results = {}

@@ -13,6 +13,7 @@ from trackstar_pipeline.evaluation.tailpatch import (
     TailPatcher,
     TailPatchSetup,
     load_tailpatch_setup,
+    one_step_each_logprob_deltas,
     proponent_targets,
     tailpatch_effects,
     tailpatch_metrics,
@@ -132,13 +133,7 @@ def test_grouped_steps_equal_one_optimizer_step_per_proponent(kind):
     work = {"states": ["q"], "contradicts": ["q", "r"], "long": ["r"], "short": ["q", "r"], "other": ["r"]}
     patcher = TailPatcher(model, setup, batch_size=2)
     assert patcher.group_size() == 2 and patcher.group_size(budget_bytes=1) == 1
-    expected = {}
-    for proponent_id, query_ids in work.items():
-        before = patcher.completion_logprobs([queries[q] for q in query_ids])
-        patcher.step_on(proponents[proponent_id])
-        after = patcher.completion_logprobs([queries[q] for q in query_ids])
-        patcher.restore()
-        expected.update({(proponent_id, q): float(a - b) for q, a, b in zip(query_ids, after, before)})
+    expected = one_step_each_logprob_deltas(patcher, proponents, work, queries)
     effects = tailpatch_effects(model, setup, proponents, work, queries, batch_size=2)
     assert set(effects) == set(expected)
     for pair, delta in expected.items():

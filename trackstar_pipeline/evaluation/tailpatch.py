@@ -244,6 +244,20 @@ def tailpatch_effects(
     return effects
 
 
+def one_step_each_logprob_deltas(patcher: TailPatcher, proponents: Mapping[str, TokenizedExample],
+                                 queries_of_proponent: Mapping[str, Sequence[str]],
+                                 queries: Mapping[str, TokenizedExample]) -> dict[tuple[str, str], float]:
+    """The slow definition tailpatch_effects is tested against: per proponent step_on, measure, restore."""
+    deltas = {}
+    for proponent_id, query_ids in queries_of_proponent.items():
+        before = patcher.completion_logprobs([queries[q] for q in query_ids])  # (Q,)
+        patcher.step_on(proponents[proponent_id])
+        after = patcher.completion_logprobs([queries[q] for q in query_ids])  # (Q,)
+        patcher.restore()
+        deltas.update({(proponent_id, q): float(a - b) for q, a, b in zip(query_ids, after, before)})
+    return deltas
+
+
 def proponent_targets(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
                       k: int) -> dict[str, list[str]]:
     """Proponent id -> query ids it is a top-k proponent of, under any method (the work list)."""
