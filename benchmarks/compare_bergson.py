@@ -136,25 +136,34 @@ def train_tokenizer(texts: list[str], vocab_size: int, context: int) -> PreTrain
     )
 
 
-def build_model(vocab_size: int, context: int, seed: int) -> LlamaForCausalLM:
-    """The ~5M-parameter random Llama of issue 2's benchmark (hidden 256, 4 layers)."""
+# Two sizes: the 5M Llama of issue 2, where per-op overhead shows, and a 63M one built from a config,
+# where matmuls dominate as on real models. (config, default number of examples)
+SIZES = {
+    "5M": (dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4), 512),
+    "63M": (dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12), 128),
+}
+
+
+def build_model(size: str, vocab_size: int, context: int, seed: int) -> LlamaForCausalLM:
+    """A random Llama of one of SIZES (no download)."""
     torch.manual_seed(seed)
+    shape = SIZES[size][0]
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=context,
-        bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
+        vocab_size=vocab_size, num_key_value_heads=shape["num_attention_heads"], max_position_embeddings=context,
+        bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False, **shape,
     )
     return LlamaForCausalLM(config).eval()
 
 
-def prepare(workdir: Path, n_examples: int, seq_len: int, seed: int) -> tuple[Path, Path, list[TokenizedExample]]:
+def prepare(workdir: Path, size: str, n_examples: int, seq_len: int,
+            seed: int) -> tuple[Path, Path, list[TokenizedExample]]:
     """Save the model and tokenizer, encode the corpus with our encoder, write it for bergson."""
     texts = generate_texts(max(n_examples, TOKENIZER_TEXTS), seed)
     context = 2048  # RoPE has no position parameters; bergson wants token_batch_size <= context
     tokenizer = train_tokenizer(texts, VOCAB_SIZE, context)
     texts = texts[:n_examples]
     model_dir = workdir / "model"
-    build_model(VOCAB_SIZE, context, seed).save_pretrained(model_dir)
+    build_model(size, VOCAB_SIZE, context, seed).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     ids = [f"doc-{i:05d}" for i in range(n_examples)]
     examples = encode_corpus(ids, texts, tokenizer, max_length=seq_len, overlength="truncate").examples
@@ -262,7 +271,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-workdir", action="store_true", help="keep a temp workdir after the run")
     parser.add_argument("--bergson-python", default="/tmp/bergson-venv/bin/python",
                         help="interpreter of the virtual environment where bergson is installed")
-    parser.add_argument("--n-examples", type=int, default=512)
+    parser.add_argument("--sizes", default="5M,63M", help=f"comma-separated model sizes among {', '.join(SIZES)}")
+    parser.add_argument("--n-examples", type=int, default=None,
+                        help="corpus size for every model size (default: " + ", ".join(
+                            f"{size} {n}" for size, (_, n) in SIZES.items()) + ")")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward/backward, both tools")
     parser.add_argument("--k", type=int, default=16,
@@ -274,8 +286,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.n_examples < 2 or args.k < 1:
+    if args.repeats < 1 or (args.n_examples is not None and args.n_examples < 2) or args.k < 1:
         parser.error("--repeats and --k must be at least 1 and --n-examples at least 2")
+    args.sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
+    unknown = [size for size in args.sizes if size not in SIZES]
+    if unknown or not args.sizes:
+        parser.error(f"--sizes {unknown or args.sizes}: choose among {', '.join(SIZES)}")
     return args
 
 
@@ -350,11 +366,35 @@ def time_both(args: argparse.Namespace, workdir: Path, spec: dict, model, exampl
     return timings
 
 
+EXACT_WEIGHT_BUDGET = 2**28  # floats per tool in the unprojected check (1 GiB): 16 examples at 5M, 4 at 63M
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    """Prepare the model and data, time both tools, check agreement, print everything."""
-    print(f"compare_bergson: {args.n_examples} examples x {args.seq_len} tokens, batch {args.batch_size}, "
+    """Each model size in turn, then every size's ratio ours/bergson, last."""
+    all_figures = {}
+    for size in args.sizes:
+        n_examples = args.n_examples or SIZES[size][1]
+        all_figures[size] = run_size(args, workdir / size, size, n_examples)
+        print()
+    print("summary (examples/s of the best pass of each tool, same run, alternating passes):")
+    for size, figures in all_figures.items():
+        if "ratio_ours_over_bergson" in figures:
+            print(f"  {size:>4}: ours {figures['ours_examples_per_s']:7.1f}, bergson "
+                  f"{figures['bergson_examples_per_s']:7.1f} examples/s; CPU-time ratio bergson/ours "
+                  f"{figures['cpu_time_ratio_bergson_over_ours']:.2f}; ratio ours/bergson "
+                  f"{figures['ratio_ours_over_bergson']:.2f}")
+        else:
+            print(f"  {size:>4}: ours {figures['ours_examples_per_s']:7.1f} examples/s; bergson did not run")
+    write_json(args.json, all_figures)
+    return 0
+
+
+def run_size(args: argparse.Namespace, workdir: Path, size: str, n_examples: int) -> dict:
+    """Prepare one model size and its data, time both tools, check agreement, print everything."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"compare_bergson {size}: {n_examples} examples x {args.seq_len} tokens, batch {args.batch_size}, "
           f"{args.threads} threads, CPU, workdir {workdir}")
-    model_dir, data_path, examples = prepare(workdir, args.n_examples, args.seq_len, args.seed)
+    model_dir, data_path, examples = prepare(workdir, size, n_examples, args.seq_len, args.seed)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     n_params = sum(p.numel() for p in model.parameters())
     base = AttributionSettings(projection_dim=1, projection_seed=args.seed, optimizer_correction="none",
@@ -362,14 +402,15 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                                device="cpu")
     n_modules = len(hooked_modules(model, base))
     settings = dataclasses.replace(base, projection_dim=n_modules * args.k * args.k)
-    print(f"model: random Llama, {n_params / 1e6:.2f}M parameters (hidden 256, 4 layers, intermediate 688, "
-          f"vocab {model.config.vocab_size}); {n_modules} hooked Linear modules (lm_head and embedding excluded "
+    shape = ", ".join(f"{key} {value}" for key, value in SIZES[size][0].items())
+    print(f"model: random Llama, {n_params / 1e6:.2f}M parameters ({shape}"
+          + f", vocab {model.config.vocab_size}); {n_modules} hooked Linear modules (lm_head and embedding excluded "
           "in both tools)")
     print(f"projection: bergson k={args.k} per module ({args.k}x{args.k} = {args.k ** 2} per module, "
           f"{n_modules * args.k ** 2} in all); ours projection_dim={settings.projection_dim} split evenly "
           f"= {settings.projection_dim // n_modules} per module ({args.k}x{args.k}); same totals. "
           "No optimizer normalizer, no preconditioner, no unit norm, summed token loss, fp32.")
-    figures: dict = {"date": time.strftime("%Y-%m-%d"), "n_examples": args.n_examples, "seq_len": args.seq_len,
+    figures: dict = {"size": size, "date": time.strftime("%Y-%m-%d"), "n_examples": n_examples, "seq_len": args.seq_len,
                      "batch_size": args.batch_size, "threads": args.threads, "k": args.k,
                      "projection_dim": settings.projection_dim, "parameters": n_params,
                      "load_average_start": os.getloadavg()[0]}
@@ -377,24 +418,24 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         print(f"warning: 1-minute load average is {figures['load_average_start']:.1f} before starting; "
               "other work on this machine will slow both tools")
 
-    exact_n = min(args.exact_examples, args.n_examples)
+    hooked_weights = sum(spec.out_features * spec.in_features for spec in hooked_modules(model, base))
+    exact_n = min(args.exact_examples, n_examples, EXACT_WEIGHT_BUDGET // hooked_weights)
     spec = {"model_dir": str(model_dir), "data_path": str(data_path), "seed": args.seed,
             "batch_size": args.batch_size, "seq_len": args.seq_len}
     timings = time_both(args, workdir, spec, model, examples, settings, exact_n)
 
-    our_rate = args.n_examples / min(timings.ours_seconds)
+    our_rate = n_examples / min(timings.ours_seconds)
     figures.update(ours_seconds=timings.ours_seconds, ours_cpu_seconds=timings.ours_cpu,
                    ours_examples_per_s=our_rate)
     print()
     print(f"ours    collect_gradients: {our_rate:8.1f} examples/s  (best of {args.repeats}: "
-          + ", ".join(f"{s:.2f}s" for s in timings.ours_seconds) + f" for {args.n_examples} examples)")
+          + ", ".join(f"{s:.2f}s" for s in timings.ours_seconds) + f" for {n_examples} examples)")
     if timings.bergson_error:
         print(f"bergson: could not run, so no ratio is printed. Reason: {timings.bergson_error}")
         figures["bergson_error"] = timings.bergson_error
-        write_json(args.json, figures)
-        return 0
+        return figures
 
-    bergson_rate = args.n_examples / min(timings.bergson_seconds)
+    bergson_rate = n_examples / min(timings.bergson_seconds)
     ratio = our_rate / bergson_rate
     cpu_ratio = min(timings.bergson_cpu) / min(timings.ours_cpu)
     figures.update(bergson_seconds=timings.bergson_seconds, bergson_cpu_seconds=timings.bergson_cpu,
@@ -417,8 +458,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     figures["load_average_end"] = os.getloadavg()[0]
     print(f"\n1-minute load average: {figures['load_average_start']:.2f} at start, "
           f"{figures['load_average_end']:.2f} at end (other work on the machine slows both tools' timings)")
-    write_json(args.json, figures)
-    return 0
+    return figures
 
 
 def agreement(out_dir: Path, projected_ours: np.ndarray, model, examples: list[TokenizedExample],

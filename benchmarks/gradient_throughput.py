@@ -1,11 +1,14 @@
 """Gradient-collection throughput and memory against a plain forward+backward of the same batches.
 
-Run: python benchmarks/gradient_throughput.py [--quick]
+Run: python benchmarks/gradient_throughput.py [--quick] [--sizes 5M,63M] [--no-memory]
 
-1. Throughput: a ~5M-parameter Llama (hidden 256, 4 layers, intermediate 688, vocab 4096), sequence
-   length 64, batch 32, on CPU. For each batch, alternately time (a) a plain forward + loss.backward()
-   with parameter gradients and (b) `collect_gradients` at d = 4096 and 16384 (factored optimizer
-   correction folded in). Prints examples/s and the ratio collect / plain (target >= 0.8).
+1. Throughput, per size: a ~5M-parameter Llama (hidden 256, 4 layers, intermediate 688, batch 32) and
+   a 63M one built from a config (hidden 768, 8 layers, intermediate 2048, batch 16), vocab 4096,
+   sequence length 64, on CPU. For each batch, alternately time (a) a plain forward + loss.backward()
+   with parameter gradients, (b) the activation-only floor (weights frozen, backward from the
+   embedding output) and (c) `collect_gradients` at d = 4096 and 16384 (factored optimizer
+   correction folded in). Prints examples/s and ratio = plain time / mode time, in wall and CPU
+   time (target: collection >= 1.3x plain on the 63M model).
 2. Memory: each (model size, batch size, mode) runs in a fresh subprocess; after a warm-up batch we
    reset the kernel's peak-RSS mark (write 5 to /proc/self/clear_refs, Linux) and report VmHWM minus
    the RSS at the reset, i.e. the peak extra resident memory of the measured work.
@@ -25,12 +28,14 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.attribution.gradients import collect_gradients, hooked_modules
+from trackstar_pipeline.attribution.gradients import frozen_parameters, collect_gradients, hooked_modules
 from trackstar_pipeline.attribution.optimizer_state import ParameterMoments, SecondMoments
 from trackstar_pipeline.settings import AttributionSettings
 
 SIZES = {"5M": dict(hidden_size=256, num_hidden_layers=4, intermediate_size=688, num_attention_heads=4),
-         "20M": dict(hidden_size=512, num_hidden_layers=5, intermediate_size=1376, num_attention_heads=8)}
+         "20M": dict(hidden_size=512, num_hidden_layers=5, intermediate_size=1376, num_attention_heads=8),
+         "63M": dict(hidden_size=768, num_hidden_layers=8, intermediate_size=2048, num_attention_heads=12)}
+MEMORY_SIZES = ("5M", "20M")
 VOCAB, SEQ = 4096, 64
 
 
@@ -67,31 +72,44 @@ def plain_step(model, batch: list[TokenizedExample]) -> None:
     loss.backward()
 
 
-def throughput(quick: bool) -> None:
-    model = build("5M")
+def activation_only_step(model, batch: list[TokenizedExample]) -> None:
+    """The floor of hook-based collection: weights frozen, backward from the embedding output only."""
+    ids = torch.tensor([example.input_ids for example in batch])
+    with frozen_parameters(model):
+        embeddings = model.get_input_embeddings()(ids).requires_grad_(True)  # (B, T, hidden)
+        logits = model(inputs_embeds=embeddings, use_cache=False).logits  # (B, T, V)
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
+                                          reduction="sum").backward()
+
+
+def throughput(quick: bool, size: str) -> None:
+    model = build(size)
     n_params = sum(p.numel() for p in model.parameters())
-    data = batches(3 if quick else 6, 32)
+    batch_size = 32 if size == "5M" else 16
+    data = batches(3 if quick else 6, batch_size)
     dims = (4096, 16384)
-    settings = {d: AttributionSettings(projection_dim=d, batch_size=32) for d in dims}
+    settings = {d: AttributionSettings(projection_dim=d, batch_size=batch_size) for d in dims}
     moments = random_moments(model, settings[dims[0]])
-    plain_step(model, data[0])  # warm-up
-    for d in dims:
-        collect_gradients(model, data[0], settings[d], moments)
-    seconds = {"plain": 0.0, **{d: 0.0 for d in dims}}
+    modes = {"plain": lambda batch: plain_step(model, batch),
+             "activation-only": lambda batch: activation_only_step(model, batch),
+             **{d: (lambda batch, d=d: collect_gradients(model, batch, settings[d], moments)) for d in dims}}
+    for step in modes.values():  # warm-up
+        step(data[0])
+    seconds = {mode: 0.0 for mode in modes}
+    cpu = {mode: 0.0 for mode in modes}
     for batch in data:  # interleaved, so drift in machine speed hits every mode alike
-        start = time.perf_counter(); plain_step(model, batch); seconds["plain"] += time.perf_counter() - start
-        for d in dims:
-            start = time.perf_counter()
-            collect_gradients(model, batch, settings[d], moments)
-            seconds[d] += time.perf_counter() - start
+        for mode, step in modes.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            step(batch)
+            seconds[mode] += time.perf_counter() - start
+            cpu[mode] += time.process_time() - cpu_start
     examples = sum(len(batch) for batch in data)
-    print(f"model: Llama {n_params / 1e6:.2f}M params, seq {SEQ}, batch 32, {examples} examples, "
+    print(f"model: Llama {n_params / 1e6:.2f}M params, seq {SEQ}, batch {batch_size}, {examples} examples, "
           f"{torch.get_num_threads()} torch threads")
-    plain_rate = examples / seconds["plain"]
-    print(f"  plain forward+backward      {plain_rate:8.1f} examples/s")
-    for d in dims:
-        rate = examples / seconds[d]
-        print(f"  collect_gradients d={d:<6d} {rate:8.1f} examples/s   ratio {rate / plain_rate:.2f}")
+    for mode in modes:
+        label = f"collect_gradients d={mode}" if isinstance(mode, int) else f"{mode} forward+backward"
+        print(f"  {label:34s} {examples / seconds[mode]:8.1f} examples/s   ratio {seconds['plain'] / seconds[mode]:.2f}"
+              f"   CPU-time ratio {cpu['plain'] / cpu[mode]:.2f}")
 
 
 def _status_kib(field: str) -> int:
@@ -131,7 +149,7 @@ def child(size: str, batch_size: int, mode: str) -> None:
 def memory() -> None:
     print("peak extra RSS of the measured work (VmHWM after a clear_refs reset, fresh process each), d=4096:")
     print(f"  {'model':>5} {'batch':>5} {'plain f+b MiB':>14} {'collect MiB':>12} {'materialised per-example grads MiB':>36}")
-    for size in SIZES:
+    for size in MEMORY_SIZES:
         for batch_size in (8, 32):
             rows = {}
             for mode in ("plain", "collect"):
@@ -145,13 +163,18 @@ def memory() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer batches")
+    parser.add_argument("--sizes", default="5M,63M", help=f"comma-separated model sizes for the throughput table, "
+                                                         f"among {', '.join(SIZES)}")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--child", nargs=3, metavar=("SIZE", "BATCH", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
         return
-    throughput(args.quick)
-    memory()
+    for size in args.sizes.split(","):
+        throughput(args.quick, size.strip())
+    if not args.no_memory:
+        memory()
 
 
 if __name__ == "__main__":

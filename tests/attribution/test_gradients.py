@@ -11,7 +11,8 @@ import torch
 
 from attribution_helpers import (adafactor, adamw, exact_gradients, make_tokenizer, query_examples, relative_error,
                                  saved_optimizer_state, tiny_gpt2, tiny_llama, tiny_neox)
-from trackstar_pipeline.attribution.gradients import build_plans, collect_gradients, gradient_dim, hooked_modules
+from trackstar_pipeline.attribution.gradients import (_HookSet, build_plans, collect_gradients, example_losses,
+                                                     gradient_dim, hooked_modules, model_pad_id, pad_batch)
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.settings import AttributionSettings
 
@@ -151,3 +152,33 @@ def test_two_processes_with_the_same_seed_give_identical_vectors(kind, tmp_path)
         outputs.append(torch.load(path))
     assert outputs[0].shape == (2, 512) and outputs[0].abs().sum() > 0
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_modules_reading_one_input_are_projected_by_one_matmul():
+    """q/k/v and gate/up share their input: each set is one group, every other module its own."""
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer))
+    settings = AttributionSettings(projection_dim=700, batch_size=5)
+    plans = build_plans(hooked_modules(model, settings), settings, None, torch.device("cpu"))
+    hooks = _HookSet(model, plans)
+    try:
+        ids, attention, targets = pad_batch(query_examples(tokenizer), model_pad_id(model), torch.device("cpu"))
+        hooks.start_batch(attention)
+        example_losses(model, ids, attention, targets).sum().backward()
+        vectors = hooks.take()
+    finally:
+        hooks.remove()
+    suffixes = sorted(tuple(name.rsplit(".", 1)[1] for name in group) for group in hooks.inputs.groups())
+    assert suffixes == sorted([("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"),
+                               ("down_proj",)] * 2)
+    assert vectors.shape == (5, 700) and torch.isfinite(vectors).all()
+
+
+def test_unpadded_batches_equal_padded_ones():
+    """Batches without padding skip the mask; their vectors equal those from padded batches."""
+    tokenizer = make_tokenizer(True)
+    model = tiny_llama(len(tokenizer))
+    examples = query_examples(tokenizer)
+    padded = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=5))
+    single = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=1))
+    assert relative_error(single, padded) < 1e-5

@@ -13,6 +13,7 @@ from trackstar_pipeline.evaluation.tailpatch import (
     TailPatcher,
     TailPatchSetup,
     load_tailpatch_setup,
+    one_step_each_logprob_deltas,
     proponent_targets,
     tailpatch_effects,
     tailpatch_metrics,
@@ -118,3 +119,23 @@ def test_load_setup_reads_pretrain_outputs(tmp_path):
     assert load_tailpatch_setup(tmp_path, max_grad_norm=0.0).max_grad_norm == 0.0
     with pytest.raises(FileNotFoundError, match="training_state.json is missing"):
         load_tailpatch_setup(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("kind", ["adafactor", "adamw"])
+def test_grouped_steps_equal_one_optimizer_step_per_proponent(kind):
+    """tailpatch_effects (vmapped gradients, groups of 2) against the definition: step_on, measure, restore."""
+    model, setup = _tiny_model_and_state(kind)
+    proponents = {"states": STATES_FACT, "contradicts": CONTRADICTS,
+                  "long": _example("long", [BOS, Y, X, LIVES, IN, Z, Y, X]),
+                  "short": _example("short", [BOS, Z, X], loss_start=2),
+                  "other": _example("other", [BOS, Z, Z, IN, Y])}
+    queries = {"q": QUERY, "r": _example("r", [BOS, Y, LIVES, IN, X], loss_start=3)}
+    work = {"states": ["q"], "contradicts": ["q", "r"], "long": ["r"], "short": ["q", "r"], "other": ["r"]}
+    patcher = TailPatcher(model, setup, batch_size=2)
+    assert patcher.group_size() == 2 and patcher.group_size(budget_bytes=1) == 1
+    expected = one_step_each_logprob_deltas(patcher, proponents, work, queries)
+    effects = tailpatch_effects(model, setup, proponents, work, queries, batch_size=2)
+    assert set(effects) == set(expected)
+    for pair, delta in expected.items():
+        assert effects[pair].delta_logprob == pytest.approx(delta, rel=1e-4, abs=1e-7)
+    assert len({round(delta, 6) for delta in expected.values()}) > 3  # the steps really differ

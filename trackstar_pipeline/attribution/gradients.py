@@ -1,11 +1,14 @@
 """Per-example loss gradients of a causal LM, optimizer-corrected and projected, via hooks.
 
 One forward and one backward per batch. Parameters are frozen for the duration (requires_grad off)
-and the input embedding's output is made to require grad, so backward computes activation
-gradients only, never weight gradients. A forward hook on each hooked module projects its input
-activations (B, T, in) -> (B, T, k_in); a tensor hook on its output projects the output gradients
-(B, T, out) -> (B, T, k_out) and forms the per-example outer product (B, k_out, k_in). Since the
-loss is a sum of per-example losses, each example's gradient separates.
+and the output of each hooked module whose input needs no gradient (the first layer's q/k/v and
+gate/up, the embedding) is made to require grad, so backward computes the activation gradients
+the hooks read and nothing else: no weight gradients, and none below the first hooked modules.
+A forward hook on each hooked module projects its input activations (B, T, in) -> (B, T, k_in),
+one matmul for all modules that read the same input (q/k/v, gate/up), padding zeroed after
+projection; a tensor hook on its output projects the output gradients (B, T, out) -> (B, T, k_out)
+and forms the per-example outer product (B, k_out, k_in). Since the loss is a sum of per-example
+losses, each example's gradient separates.
 
 Covered: weights of nn.Linear and transformers' GPT-2 Conv1D (weight stored in x out) whose names
 match settings.target_modules, the output head when include_lm_head, the input embedding when
@@ -166,7 +169,7 @@ def build_plans(specs: list[HookedModule], settings: AttributionSettings, second
 
 
 @contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Turn off weight gradients (and dropout) for the duration, restoring both afterwards."""
     saved = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     was_training = model.training
@@ -181,30 +184,92 @@ def _frozen_parameters(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+class _SharedInputProjection:
+    """Projects the inputs of consecutive modules that read the same tensor with one matmul.
+
+    q/k/v (and gate/up) read the same hidden states: instead of one (B, T, in) x (in, k_in) matmul
+    per module, their P_in are concatenated and the input is projected once. A forward hook queues
+    its module while the input is the one already queued; the queue is projected when a module with
+    another input arrives or when a backward hook needs a result, so no raw activation outlives the
+    next hooked module.
+    """
+
+    def __init__(self, plans: list[_ModulePlan]):
+        self.plans = plans
+        self.mask: torch.Tensor | None = None  # (B, T, 1) 1 on real tokens; None when nothing is padded
+        self._input: torch.Tensor | None = None  # (B, T, in), the queued modules' shared input
+        self._version = -1
+        self._queue: list[tuple[int, list[torch.Tensor]]] = []  # (plan index, slot the result goes into)
+        self._matrices: dict[tuple[int, ...], tuple[torch.Tensor, list[int]]] = {}
+
+    def groups(self) -> list[tuple[str, ...]]:
+        """Module names projected together so far, one tuple per shared input (for tests and profiling)."""
+        return [tuple(self.plans[index].spec.name for index in key) for key in self._matrices]
+
+    def start_batch(self, mask: torch.Tensor | None) -> None:
+        """A new batch: its padding mask (B, T, 1) or None, and nothing queued from an aborted one."""
+        self.mask, self._queue, self._input = mask, [], None
+
+    def enqueue(self, index: int, activations: torch.Tensor) -> list[torch.Tensor]:
+        """Queue plan `index` on its input; the returned slot holds its (B, T, k_in) once projected."""
+        if self._queue and (activations is not self._input or activations._version != self._version):
+            self.flush()
+        self._input, self._version = activations, activations._version
+        slot: list[torch.Tensor] = []
+        self._queue.append((index, slot))
+        return slot
+
+    def flush(self) -> None:
+        """Project the queued modules' shared input with their concatenated P_in."""
+        if not self._queue:
+            return
+        key = tuple(index for index, _ in self._queue)
+        if key not in self._matrices:
+            projectors = [self.plans[index].projector for index in key]
+            self._matrices[key] = (torch.cat([projector.p_in for projector in projectors], dim=1),  # (in, sum k_in)
+                                   [projector.p_in.shape[1] for projector in projectors])
+        matrix, sizes = self._matrices[key]
+        projected = self._input.detach().float() @ matrix  # (B, T, sum k_in)
+        if self.mask is not None:
+            projected = projected * self.mask  # (B, T, sum k_in), padding zeroed
+        for (_, slot), part in zip(self._queue, projected.split(sizes, dim=-1)):
+            slot.append(part)  # (B, T, k_in)
+        self._queue, self._input = [], None
+
+
 class _HookSet:
     """Registers the hooks of one collection and gathers per-module vectors of the current batch."""
 
     def __init__(self, model: nn.Module, plans: list[_ModulePlan]):
         self.plans = plans
-        self.mask: torch.Tensor | None = None  # (B, T, 1) 1 on real tokens
+        self.inputs = _SharedInputProjection(plans)
         self.vectors: dict[str, torch.Tensor] = {}
-        self.handles = [model.get_input_embeddings().register_forward_hook(self._require_grad)]
-        for plan in plans:
-            self.handles.append(plan.spec.module.register_forward_hook(self._forward_hook(plan)))
+        self.handles = []
+        for index, plan in enumerate(plans):
+            self.handles.append(plan.spec.module.register_forward_hook(self._forward_hook(index, plan)))
 
-    @staticmethod
-    def _require_grad(module: nn.Module, inputs, output: torch.Tensor) -> None:
-        output.requires_grad_(True)  # the root of the activation-only backward graph
+    def start_batch(self, attention: torch.Tensor) -> None:
+        """The batch's attention mask (B, T); padded positions are zeroed in what the hooks keep."""
+        self.inputs.start_batch(None if bool(attention.all()) else attention[:, :, None].float())  # (B, T, 1)
 
-    def _forward_hook(self, plan: _ModulePlan) -> Callable:
+    def _forward_hook(self, index: int, plan: _ModulePlan) -> Callable:
+        shared = not plan.exact and plan.spec.kind != "embedding"
+
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            activations = inputs[0]
-            if plan.spec.kind != "embedding":
-                activations = activations * self.mask.to(activations.dtype)  # (B, T, in), padding zeroed
-            kept = plan.input_projection(activations.detach())  # (B, T, k_in) or (B, T, in)
+            if not output.requires_grad:
+                output.requires_grad_(True)  # a root of the activation-only backward graph
+            if shared:
+                slot = self.inputs.enqueue(index, inputs[0])
+            else:
+                activations = inputs[0].detach()
+                if plan.spec.kind != "embedding" and self.inputs.mask is not None:
+                    activations = activations * self.inputs.mask.to(activations.dtype)  # (B, T, in), padding zeroed
+                slot = [plan.input_projection(activations)]  # (B, T, k_in) or (B, T, in)
 
             def backward_hook(out_grads: torch.Tensor) -> None:
-                vectors = plan.example_vectors(kept, out_grads)  # (B, d_m)
+                if not slot:
+                    self.inputs.flush()
+                vectors = plan.example_vectors(slot[0], out_grads)  # (B, d_m)
                 previous = self.vectors.get(plan.spec.name)
                 self.vectors[plan.spec.name] = vectors if previous is None else previous + vectors
 
@@ -214,6 +279,7 @@ class _HookSet:
 
     def take(self) -> torch.Tensor:
         """The batch's vectors, modules concatenated in model order: (B, d)."""
+        self.inputs.flush()
         missing = [plan.spec.name for plan in self.plans if plan.spec.name not in self.vectors]
         if missing:
             raise RuntimeError(f"modules {missing} received no gradient; are they used in the forward pass?")
@@ -290,13 +356,13 @@ def _collect_on_device(model: nn.Module, examples: Sequence[TokenizedExample], s
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # similar lengths together
     dim = gradient_dim(model, settings)
     result = torch.zeros((len(examples), dim), dtype=torch.float32)  # (N, d)
-    with _frozen_parameters(model):
+    with frozen_parameters(model):
         hooks = _HookSet(model, plans)
         try:
             for start in range(0, len(order), settings.batch_size):
                 rows = order[start: start + settings.batch_size]
                 ids, attention, targets = pad_batch([examples[i] for i in rows], pad_id, device)
-                hooks.mask = attention[:, :, None]  # (B, T, 1)
+                hooks.start_batch(attention)
                 example_losses(model, ids, attention, targets).sum().backward()
                 result[torch.tensor(rows)] = hooks.take().cpu()
                 if progress is not None:

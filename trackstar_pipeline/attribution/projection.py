@@ -11,6 +11,7 @@ by a stable hash, then moved to the device, so every process and device sees ide
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -26,8 +27,13 @@ def stable_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+@functools.lru_cache(maxsize=4096)
 def random_matrix(rows: int, cols: int, seed: int, name: str, kind: ProjectionKind) -> torch.Tensor:
-    """Unit-variance Rademacher or Gaussian matrix (rows, cols), float32 on CPU, reproducible anywhere."""
+    """Unit-variance Rademacher or Gaussian matrix (rows, cols), float32 on CPU, reproducible anywhere.
+
+    Cached: collect_gradients is called once per batch by some callers, and drawing every module's
+    matrices again each call cost more than projecting. Callers must not modify the result in place.
+    """
     generator = torch.Generator(device="cpu").manual_seed(stable_seed(seed, name))
     if kind == "rademacher":
         signs = torch.randint(0, 2, (rows, cols), generator=generator, dtype=torch.int8)  # (rows, cols)

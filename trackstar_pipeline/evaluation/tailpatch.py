@@ -7,7 +7,11 @@ it rewards proponents that move the model, whether or not they state the fact.
 
 Efficiency: the original weights and optimizer state are cloned once and restored with `copy_`
 (no reload from disk); each distinct proponent is stepped on once and every query that retrieved
-it (under any method) is measured in one batched forward pass.
+it (under any method) is measured in one batched forward pass. The proponents' gradients, the
+bulk of a step, are computed for a group of proponents at once (torch.func: vmap of grad over the
+group, each example alone, so the same numbers as a batch of one); the optimizer step itself stays
+the pretraining optimizer's own, one proponent at a time. `TailPatcher.step_on` is the one-step
+definition the batched path is tested against.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.gradients import example_losses, model_device, model_pad_id, pad_batch
@@ -145,6 +152,42 @@ class TailPatcher:
             result.append(-example_losses(self.model, ids, attention, targets).double().cpu())  # (B,)
         return torch.cat(result) if result else torch.zeros(0, dtype=torch.float64)
 
+    def gradients(self, examples: Sequence[TokenizedExample]) -> list[torch.Tensor]:
+        """Each example's mean-token-loss gradient, per parameter (P, *shape), in self.parameters order.
+
+        One vmapped forward and backward for the group; every example is its own batch of one, right
+        padded without an attention mask: in a causal LM the padding after an example's last token
+        cannot change its loss, and vmap cannot trace the mask code's data-dependent branches.
+        """
+        self.model.eval()  # no dropout: the step is deterministic
+        ids, _, targets = pad_batch(examples, self.pad_id, self.device)  # (P, T), (P, T-1)
+        names = [name for name, _ in self.model.named_parameters()]
+        weights = {name: parameter.detach() for name, parameter in self.model.named_parameters()}
+
+        def mean_loss(params: dict[str, torch.Tensor], row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(self.model, params, (row[None],), {"use_cache": False}).logits[0]  # (T, V)
+            token_losses = F.cross_entropy(logits[:-1].float(), row[1:], reduction="none")  # (T-1,)
+            return (token_losses * mask).sum() / mask.sum().clamp_min(1)
+
+        with warnings.catch_warnings():  # attention's batching rule falls back to a loop: correct, only slower
+            warnings.filterwarnings("ignore", message=".*have not yet implemented the batching rule.*")
+            grads = vmap(grad(mean_loss), in_dims=(None, 0, 0))(weights, ids, targets)  # name -> (P, *shape)
+        return [grads[name] for name in names]
+
+    def step_with(self, gradients: Sequence[torch.Tensor]) -> None:
+        """One optimizer step from given gradients (one per parameter), clipped as in pretraining."""
+        for parameter, gradient in zip(self.parameters, gradients):
+            parameter.grad = gradient  # a row of the group's gradients, used by this step only
+        if self.setup.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.setup.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def group_size(self, budget_bytes: int = 512 * 2**20) -> int:
+        """Proponents per vmapped gradient group: batch_size, fewer when P x parameters would pass the budget."""
+        per_example = sum(parameter.numel() * parameter.element_size() for parameter in self.parameters)
+        return max(1, min(self.batch_size, budget_bytes // per_example))
+
     def step_on(self, example: TokenizedExample) -> None:
         """One optimizer step on one example's mean token loss, as a batch of one in pretraining."""
         self.model.eval()  # no dropout: the step is deterministic
@@ -177,20 +220,42 @@ def tailpatch_effects(
     query_ids = sorted({qid for qids in queries_of_proponent.values() for qid in qids})
     before = dict(zip(query_ids, patcher.completion_logprobs([queries[qid] for qid in query_ids]).tolist()))
     effects: dict[tuple[str, str], TailPatchEffect] = {}
+    work = list(queries_of_proponent.items())
+    group = patcher.group_size()
+    done = 0
     try:
-        for done, (proponent_id, targets) in enumerate(queries_of_proponent.items(), start=1):
-            targets = list(dict.fromkeys(targets))
-            patcher.step_on(proponents[proponent_id])
-            after = patcher.completion_logprobs([queries[qid] for qid in targets]).tolist()
-            patcher.restore()
-            for query_id, logprob in zip(targets, after):
-                old = before[query_id]
-                effects[(proponent_id, query_id)] = TailPatchEffect(math.exp(logprob) - math.exp(old), logprob - old)
-            if progress is not None:
-                progress(done, len(queries_of_proponent))
+        for start in range(0, len(work), group):
+            chunk = work[start:start + group]
+            gradients = patcher.gradients([proponents[proponent_id] for proponent_id, _ in chunk])  # (P, *shape) each
+            for row, (proponent_id, targets) in enumerate(chunk):
+                targets = list(dict.fromkeys(targets))
+                patcher.step_with([gradient[row] for gradient in gradients])
+                after = patcher.completion_logprobs([queries[qid] for qid in targets]).tolist()
+                patcher.restore()
+                for query_id, logprob in zip(targets, after):
+                    old = before[query_id]
+                    effects[(proponent_id, query_id)] = TailPatchEffect(math.exp(logprob) - math.exp(old),
+                                                                        logprob - old)
+                done += 1
+                if progress is not None:
+                    progress(done, len(work))
     finally:
         patcher.restore()
     return effects
+
+
+def one_step_each_logprob_deltas(patcher: TailPatcher, proponents: Mapping[str, TokenizedExample],
+                                 queries_of_proponent: Mapping[str, Sequence[str]],
+                                 queries: Mapping[str, TokenizedExample]) -> dict[tuple[str, str], float]:
+    """The slow definition tailpatch_effects is tested against: per proponent step_on, measure, restore."""
+    deltas = {}
+    for proponent_id, query_ids in queries_of_proponent.items():
+        before = patcher.completion_logprobs([queries[q] for q in query_ids])  # (Q,)
+        patcher.step_on(proponents[proponent_id])
+        after = patcher.completion_logprobs([queries[q] for q in query_ids])  # (Q,)
+        patcher.restore()
+        deltas.update({(proponent_id, q): float(a - b) for q, a, b in zip(query_ids, after, before)})
+    return deltas
 
 
 def proponent_targets(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
