@@ -62,7 +62,8 @@ class DataSettings:
     corpus_uri: str | None = None
     """JSONL or Parquet in the canonical schema; None generates the embedded fact world."""
     queries_uri: str | None = None
-    world: Literal["embedded", "wikidata"] = "embedded"
+    world: Literal["embedded", "wikidata", "generated"] = "embedded"
+    """generated: a world drawn from world_seed (data/world_generator.py), unlike the embedded one."""
     wikidata_path: str | None = None
     """Folder with the S-TEST/LAMA files (P*.jsonl, relations.jsonl) for world='wikidata'."""
     world_seed: int = 0
