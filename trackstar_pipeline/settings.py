@@ -89,9 +89,22 @@ class TrainingSettings:
     max_length: int = 64
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
     learning_rate: float = 1e-2
-    epochs: int = 24
-    """The defaults (5.4M parameters, 24 epochs, one thread) recall 62% of the embedded world's queries
-    in about 10 minutes on a shared 2-core CPU (docs/pretraining_results.md)."""
+    epochs: Union[int, Literal["auto"]] = "auto"
+    """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
+    min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
+    time_budget_s: float = 420.0
+    """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s."""
+    nominal_tokens_per_s: float = 3800.0
+    """Throughput the plan assumes (one free core of a 2-core x86 CPU, 5.4M parameters, bfloat16: 24
+    epochs of the embedded world, 1.53M tokens, took about 400 s); 420 s then buys 25 epochs of it;
+    the plan is a pure function of the corpus and the settings, so runs stay reproducible."""
+    min_epochs: int = 4
+    max_epochs: int = 60
+    learned_recall: float = 0.95
+    """Stop once greedy completion of held-in corpus statements (a probe cut before the object, never
+    the evaluation queries) reaches this share; 0 disables the probe."""
+    probe_size: int = 256
+    """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
     seed: int = 0
     checkpoint_every: int = 200
