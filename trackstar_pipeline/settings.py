@@ -43,8 +43,9 @@ class AttributionSettings:
     """R = lambda * R_eval + (1 - lambda) * R_train; 'auto' picks it from the eigenvalue curves."""
     lambda_auto_component: int | None = None
     """Where 'auto' makes the curves cross; None scales the paper's 1000 of d = 65536 to this d."""
-    damping: float = 1e-3
-    """Relative damping: R + damping * mean(eigenvalue) * I before the inverse square root."""
+    damping: float = 1.0
+    """Relative damping: R + damping * mean(eigenvalue) * I before the inverse square root. 1.0 (was 1e-3)
+    on two generated worlds: tail-patch@10 +43% and +35%, MRR -0.007 and -0.036 (docs/quality_results.md)."""
     curvature_train_samples: int = 2000
     """Training examples sampled for R_train (all when the corpus is smaller)."""
     unit_normalize: bool = True
@@ -66,7 +67,8 @@ class DataSettings:
     corpus_uri: str | None = None
     """JSONL or Parquet in the canonical schema; None generates the embedded fact world."""
     queries_uri: str | None = None
-    world: Literal["embedded", "wikidata"] = "embedded"
+    world: Literal["embedded", "wikidata", "generated"] = "embedded"
+    """generated: a world drawn from world_seed (data/world_generator.py), unlike the embedded one."""
     wikidata_path: str | None = None
     """Folder with the S-TEST/LAMA files (P*.jsonl, relations.jsonl) for world='wikidata'."""
     world_seed: int = 0
@@ -92,9 +94,22 @@ class TrainingSettings:
     max_length: int = 64
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
     learning_rate: float = 1e-2
-    epochs: int = 24
-    """The defaults (5.4M parameters, 24 epochs, one thread) recall 62% of the embedded world's queries
-    in about 10 minutes on a shared 2-core CPU (docs/pretraining_results.md)."""
+    epochs: Union[int, Literal["auto"]] = "auto"
+    """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
+    min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
+    time_budget_s: float = 420.0
+    """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s."""
+    nominal_tokens_per_s: float = 3800.0
+    """Throughput the plan assumes (one free core of a 2-core x86 CPU, 5.4M parameters, bfloat16: 24
+    epochs of the embedded world, 1.53M tokens, took about 400 s); 420 s then buys 25 epochs of it;
+    the plan is a pure function of the corpus and the settings, so runs stay reproducible."""
+    min_epochs: int = 4
+    max_epochs: int = 60
+    learned_recall: float = 0.95
+    """Stop once greedy completion of held-in corpus statements (a probe cut before the object, never
+    the evaluation queries) reaches this share; 0 disables the probe."""
+    probe_size: int = 256
+    """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
     seed: int = 0
     checkpoint_every: int = 200

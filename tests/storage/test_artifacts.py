@@ -26,3 +26,11 @@ def test_user_files_are_loaded_and_split_stably(tmp_path):
 def test_corpus_without_queries_is_refused(tmp_path):
     with pytest.raises(ValueError, match="data.corpus_uri is set but data.queries_uri is not"):
         load_sources(DataSettings(corpus_uri=str(tmp_path / "corpus.jsonl")))
+
+
+def test_generated_world_is_chosen_by_settings():
+    from trackstar_pipeline.data.world_generator import generate_world
+
+    corpus, queries, skipped = load_sources(DataSettings(world="generated", world_seed=7, n_corpus=300, n_queries=20))
+    expected_corpus, expected_queries = generate_world(7, 300, 20)
+    assert corpus.equals(expected_corpus) and queries.equals(expected_queries) and skipped == []

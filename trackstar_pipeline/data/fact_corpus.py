@@ -83,17 +83,23 @@ class MentionPlan:
     counts: list[int]
 
 
-def plan_mentions(n_corpus: int, rng: random.Random) -> MentionPlan:
+def plan_mentions(
+    n_corpus: int,
+    rng: random.Random,
+    max_mentions: int = MAX_MENTIONS,
+    exponent: float = ZIPF_EXPONENT,
+    distractor_fraction: float = DISTRACTOR_FRACTION,
+) -> MentionPlan:
     """Skewed mention counts whose rendering (with distractors and two-fact rows) is n_corpus rows."""
     if n_corpus < 20:
         raise ValueError(f"n_corpus={n_corpus} is too small for a fact world; use at least 20 rows")
-    n_distractors = int(round(DISTRACTOR_FRACTION * n_corpus))
+    n_distractors = int(round(distractor_fraction * n_corpus))
     fact_rows = n_corpus - n_distractors
     n_two_fact = int(round(TWO_FACT_FRACTION * fact_rows))
     n_mentions = fact_rows + n_two_fact
     # Small test worlds cap the top count so they still hold enough distinct facts to query.
-    max_count = max(4, min(MAX_MENTIONS, n_mentions // 60))
-    counts = zipf_counts(n_mentions, max_count, ZIPF_EXPONENT, rng)
+    max_count = max(4, min(max_mentions, n_mentions // 60))
+    counts = zipf_counts(n_mentions, max_count, exponent, rng)
     return MentionPlan(n_distractors=n_distractors, n_two_fact=n_two_fact, counts=counts)
 
 

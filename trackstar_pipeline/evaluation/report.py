@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from matplotlib.figure import Figure
 
 from trackstar_pipeline.evaluation.metrics import bucket_sort_key
+from trackstar_pipeline.evaluation.recall_summary import correct_only_summary, recall_line, recall_warning
 from trackstar_pipeline.evaluation.result import EvaluationResult
 
 EXPLORER_TOP = 10
@@ -56,12 +57,24 @@ def metrics_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
     return "\n".join(lines)
 
 
+def recall_header(summary: Mapping[str, Any]) -> str:
+    """Fact recall first, then the low-recall warning when it applies (recall_summary.py says why)."""
+    warning = recall_warning(summary.get("fact_recall"))
+    return recall_line(summary) + (f"\n\n**{warning}**" if warning else "")
+
+
+def correct_only_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
+    """The metrics table over the queries the model gets right (those whose attribution means something)."""
+    restricted = correct_only_summary(summary, setting)
+    return metrics_table(restricted, setting) if restricted else "_no query the model gets right (or recall unknown)_"
+
+
 def headline_table(summary: Mapping[str, Any]) -> str:
-    """The table `trackstar run` prints last: open-set metrics per method plus the context line."""
-    recall = summary.get("fact_recall")
-    head = (f"{summary.get('n_queries')} queries, {summary.get('n_corpus')} corpus rows, "
-            f"fact recall {_cell(recall)}; tail-patch = mean change in p(completion) after one step")
-    return head + "\n\n" + metrics_table(summary, "open_set")
+    """What `trackstar run` prints last: fact recall (and warning), open-set metrics for all queries and correct ones."""
+    head = (f"{summary.get('n_queries')} queries, {summary.get('n_corpus')} corpus rows; "
+            "tail-patch = mean change in p(completion) after one step")
+    return "\n\n".join([recall_header(summary), head, "All queries:", metrics_table(summary, "open_set"),
+                         "Queries the model gets right:", correct_only_table(summary)])
 
 
 def split_table(summary: Mapping[str, Any], setting: str, split: str, metric: str) -> str:
@@ -287,6 +300,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
     settings = summary.get("settings", {})
     parts = [
         "# TrackStar evaluation",
+        recall_header(summary),
         f"{summary['n_queries']} queries (of {summary.get('n_queries_total', summary['n_queries'])}) against "
         f"{summary['n_corpus']} corpus rows. Projection d = {settings.get('projection_dim')}, "
         f"λ = {_cell(settings.get('lambda'))}, fact recall {_cell(summary.get('fact_recall'))}, "
@@ -296,6 +310,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
         "tail-patch@k is the mean change in p(completion | prompt) after one optimizer step at the final "
         "learning rate on each of a query's top-k proponents separately.",
         "## Open set (whole corpus)", metrics_table(summary, "open_set"),
+        "## Open set, queries the model gets right", correct_only_table(summary),
         "## Closed set (ground truth + BM25 top + same completion + random)", metrics_table(summary, "closed_set"),
         f"![metrics by method]({FILES['metrics_plot']})",
         "## Projection dimension", f"![MRR vs projection dimension]({FILES['sweep_plot']})",

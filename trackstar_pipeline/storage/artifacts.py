@@ -26,6 +26,10 @@ def load_sources(data: DataSettings, storage: StorageSettings | None = None) -> 
             if not data.wikidata_path:
                 raise ValueError("data.world='wikidata' needs data.wikidata_path (the S-TEST/LAMA folder)")
             return (*world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed), [])
+        if data.world == "generated":
+            from trackstar_pipeline.data.world_generator import generate_world
+
+            return (*generate_world(data.world_seed, data.n_corpus, data.n_queries), [])
         return (*world.generate_fact_world(data.n_corpus, data.n_queries, data.world_seed), [])
     corpus = records.load_corpus(data.corpus_uri, on_bad_record=data.bad_records, storage=storage)
     queries = records.load_queries(data.queries_uri, on_bad_record=data.bad_records, storage=storage)

@@ -25,6 +25,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
 from transformers.optimization import Adafactor
 
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
+from trackstar_pipeline.training.adaptive import corpus_probe, plan_epochs, probe_due
+from trackstar_pipeline.training.recall import fact_recall
 from trackstar_pipeline.settings import TrainingSettings
 
 MODEL_SUBDIR = "model"
@@ -44,6 +46,8 @@ class PretrainResult:
     final_loss: float
     steps: int
     parameters: int
+    probe_recall: float | None
+    """Share of held-in corpus statements completed greedily at the last probe (None: never probed)."""
     seconds: float
     """Wall time of this call (a resumed run counts only its own part)."""
 
@@ -207,7 +211,10 @@ def pretrain(
     optimizer = build_optimizer(model, settings)
     lengths = [len(row) for row in rows]
     steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
-    total_steps = settings.epochs * steps_per_epoch
+    plan = plan_epochs(sum(lengths), settings)
+    total_steps = plan.epochs * steps_per_epoch
+    probe = corpus_probe(corpus, settings.probe_size, settings.seed)
+    probe_recall: float | None = None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, settings))
 
     step = 0
@@ -231,8 +238,8 @@ def pretrain(
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
-        f"{len(rows)} rows, {settings.epochs} epochs, {total_steps} steps on {torch.get_num_threads()} threads, "
-        f"{'bfloat16 autocast' if dtype is not None else 'float32'}"
+        f"{len(rows)} rows, {total_steps} steps on {torch.get_num_threads()} threads, "
+        f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan.describe()}"
     )
     model.train()
     loss_value = float("nan")
@@ -256,7 +263,15 @@ def pretrain(
             step += 1
             loss_value = loss.item()
             window_examples += len(indices)
-            log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}) + "\n")
+            record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}
+            learned = False
+            if step % steps_per_epoch == 0 and probe.height and probe_due(epoch + 1, plan, settings):
+                probe_recall = fact_recall(model, tokenizer, probe).accuracy
+                record["probe_recall"] = probe_recall
+                learned = probe_recall >= settings.learned_recall
+                progress(f"epoch {epoch + 1}: {probe_recall:.1%} of {probe.height} held-in corpus statements completed"
+                         + (f" (target {settings.learned_recall:.0%} reached; stopping)" if learned else ""))
+            log.write(json.dumps(record) + "\n")
             if step % settings.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_examples / max(elapsed, 1e-9)
@@ -279,8 +294,10 @@ def pretrain(
                     },
                     checkpoint_path,
                 )
+            if learned:
+                break
 
-    final_learning_rate = settings.learning_rate * lr_factor(total_steps - 1, total_steps, settings)
+    final_learning_rate = settings.learning_rate * lr_factor(step - 1, total_steps, settings)
     model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
     optimizer_path = model_dir / OPTIMIZER_FILE
@@ -292,6 +309,9 @@ def pretrain(
                 "final_learning_rate": final_learning_rate,
                 "step": step,
                 "epochs": settings.epochs,
+                "epochs_planned": plan.epochs,
+                "epochs_done": step / steps_per_epoch,
+                "probe_recall": probe_recall,
                 "seed": settings.seed,
                 "optimizer": settings.optimizer,
                 "final_loss": loss_value,
@@ -312,6 +332,7 @@ def pretrain(
         final_loss=loss_value,
         steps=step,
         parameters=parameters,
+        probe_recall=probe_recall,
         seconds=time.perf_counter() - started,
     )
 
@@ -339,6 +360,7 @@ def _finished_run(model_dir: Path, log_path: Path, key: str, started: float) -> 
         final_loss=state["final_loss"],
         steps=state["step"],
         parameters=state["parameters"],
+        probe_recall=state.get("probe_recall"),
         seconds=time.perf_counter() - started,
     )
 

@@ -1,0 +1,156 @@
+"""Attribution quality on worlds the defaults were not tuned on (issue 11): one table per world.
+
+    python benchmarks/quality.py --world 1                      # generated world 1 only
+    python benchmarks/quality.py --world 1 --world 2 --world 3 --world wikidata
+    python benchmarks/quality.py --world 1 --set training.epochs=15 --set attribution.lambda_mix=auto
+
+Each world runs the engine end to end, as `trackstar run` does, without the Dagster layer: the
+world (data/world_generator.py, or the Wikidata world from data.wikidata_path), adaptive pretraining
+(judged on the corpus only), fact recall on the queries, then evaluate() with trackstar, its
+ablations (no curvature, R_train only, no optimizer correction), bm25, random and trackstar+bm25,
+tail-patch included. It prints fact recall, MRR and tail-patch@1/3/10 for every method, for all
+queries and for the queries the model gets right, checks issue 11's targets, and writes
+WORK/<world>/summary.json and WORK/<world>/table.md. Pretraining is cached in WORK/<world>/pretrain
+(the same corpus and settings are not trained twice). CPU-heavy: tens of minutes per world on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trackstar_pipeline.attribution.optimizer_state import load_second_moments
+from trackstar_pipeline.data.records import ground_truth
+from trackstar_pipeline.data.world_generator import draw_world_spec
+from trackstar_pipeline.evaluation.evaluate import evaluate
+from trackstar_pipeline.evaluation.recall_summary import correct_only_summary
+from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
+from trackstar_pipeline.models import load_model
+from trackstar_pipeline.settings import PipelineSettings, load_settings
+from trackstar_pipeline.storage.artifacts import load_sources
+from trackstar_pipeline.training.pretrain import pretrain
+from trackstar_pipeline.training.recall import fact_recall
+
+WIKIDATA_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikidata_facts"
+SHOWN = ("trackstar", "bm25", "random", "trackstar+bm25", "trackstar_no_curvature", "trackstar_r_train_only",
+         "trackstar_no_optimizer")
+COLUMNS = ("mrr", "tailpatch@1", "tailpatch@3", "tailpatch@10")
+
+
+def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries: int, wikidata: Path) -> PipelineSettings:
+    """The benchmark's settings for one world: its data source, no d sweep (its cost is not the question)."""
+    if world == "wikidata":
+        data = replace(base.data, world="wikidata", wikidata_path=str(wikidata), n_corpus=n_corpus, n_queries=n_queries)
+    elif world == "embedded":
+        data = replace(base.data, world="embedded", n_corpus=n_corpus, n_queries=n_queries)
+    else:
+        data = replace(base.data, world="generated", world_seed=int(world), n_corpus=n_corpus, n_queries=n_queries)
+    return replace(base, data=data, evaluation=replace(base.evaluation, projection_dim_sweep=()))
+
+
+def run_world(world: str, settings: PipelineSettings, work: Path) -> dict[str, Any]:
+    """Pretrain (or reuse), measure recall, evaluate; returns evaluation.json's summary plus timings."""
+    started = time.perf_counter()
+    corpus, queries, _ = load_sources(settings.data)
+    result = pretrain(corpus, settings.training, work / "pretrain", progress=lambda line: print(f"  {line}", flush=True))
+    pretrain_seconds = time.perf_counter() - started
+    model, tokenizer = load_model(str(result.model_dir))
+    recall = fact_recall(model, tokenizer, queries, corpus)
+    print(f"  fact recall {recall.accuracy:.3f}; by mentions "
+          + ", ".join(f"{b}: {t.accuracy:.2f}" for b, t in recall.by_bucket.items()), flush=True)
+    evaluated = evaluate(
+        corpus, queries, ground_truth(corpus, queries), settings, work / "report", model=model, tokenizer=tokenizer,
+        second_moments=load_second_moments(result.optimizer_state_path, model),
+        tailpatch=load_tailpatch_setup(result.model_dir, result.optimizer_state_path),
+        fact_correct=recall.correct, progress=lambda line: print(f"  {line}", flush=True),
+    )
+    summary = dict(evaluated.summary)
+    summary["benchmark"] = {"world": world, "fact_recall_all_queries": recall.accuracy,
+                            "by_mentions": {b: t.accuracy for b, t in recall.by_bucket.items()},
+                            "pretrain_seconds": round(pretrain_seconds, 1), "pretrain_steps": result.steps,
+                            "probe_recall": result.probe_recall, "parameters": result.parameters,
+                            "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg()}
+    return summary
+
+
+def world_table(summary: dict[str, Any]) -> str:
+    """Markdown: one row per method, MRR and tail-patch@1/3/10, for all queries and for correct ones."""
+    correct = correct_only_summary(summary) or {"open_set": {}}
+    lines = ["| method | " + " | ".join(COLUMNS) + " | " + " | ".join(f"{c} (correct)" for c in COLUMNS) + " |",
+             "|---|" + "---:|" * (2 * len(COLUMNS))]
+    for method in SHOWN:
+        if method not in summary["open_set"]:
+            continue
+        cells = [summary["open_set"][method].get(c) for c in COLUMNS]
+        cells += [correct["open_set"].get(method, {}).get(c) for c in COLUMNS]
+        names = COLUMNS + COLUMNS
+        lines.append(f"| {method} | " + " | ".join("–" if v is None else f"{v:+.2e}" if n.startswith("tail") else f"{v:.3f}"
+                                                    for n, v in zip(names, cells)) + " |")
+    return "\n".join(lines)
+
+
+def target_checks(summary: dict[str, Any]) -> dict[str, bool]:
+    """Issue 11's targets on one world (tail-patch@10 and MRR over all evaluated queries)."""
+    table = summary["open_set"]
+    tp, mrr = (lambda m: table[m].get("tailpatch@10") or 0.0), (lambda m: table[m]["mrr"])
+    return {
+        "fact recall >= 0.5": summary["fact_recall"] >= 0.5,
+        "trackstar tail-patch@10 >= 1.2 x bm25's and > random": tp("trackstar") >= 1.2 * tp("bm25")
+        and tp("trackstar") > tp("random"),
+        "trackstar MRR >= 5 x random": mrr("trackstar") >= 5 * mrr("random"),
+        "trackstar+bm25 MRR >= bm25 - 0.02": mrr("trackstar+bm25") >= mrr("bm25") - 0.02,
+        "trackstar+bm25 tail-patch@10 >= trackstar's": tp("trackstar+bm25") >= tp("trackstar"),
+    }
+
+
+def describe(world: str) -> str:
+    if world in ("wikidata", "embedded"):
+        return f"{world} world"
+    return "generated world, " + draw_world_spec(int(world)).describe()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", action="append", help="generated world seed, 'wikidata' or 'embedded' (repeatable; "
+                        "default 1, 2, 3 and wikidata)")
+    parser.add_argument("--n-corpus", type=int, default=8000)
+    parser.add_argument("--n-queries", type=int, default=500)
+    parser.add_argument("--wikidata-path", type=Path, default=WIKIDATA_DEFAULT)
+    parser.add_argument("--work", type=Path, default=Path(".quality_benchmark"))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
+                        help="settings override, e.g. attribution.lambda_mix=auto")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    base = load_settings(overrides=overrides)
+    for world in args.world or ["1", "2", "3", "wikidata"]:
+        print(f"== {describe(world)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        work = args.work / f"world-{world}"
+        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path), work)
+        checks = target_checks(summary)
+        table = world_table(summary)
+        bench = summary["benchmark"]
+        text = (f"### {describe(world)}\n\n{summary['n_corpus']} rows, {summary['n_queries']} evaluated queries; "
+                f"fact recall {summary['fact_recall']:.3f} (all {summary['n_queries_total']} queries "
+                f"{bench['fact_recall_all_queries']:.3f}); pretraining {bench['pretrain_steps']} steps in "
+                f"{bench['pretrain_seconds']:.0f} s, whole world {bench['seconds']:.0f} s, load average "
+                f"{bench['load_average'][0]:.1f}; overrides {overrides or 'none'}\n\n{table}\n\n"
+                + "\n".join(f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()) + "\n")
+        print(text, flush=True)
+        (work / "table.md").write_text(text)
+        (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

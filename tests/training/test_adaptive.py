@@ -1,0 +1,74 @@
+"""Adaptive pretraining: the epoch plan follows the corpus size, the probe is held-in corpus text, the stop works."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+
+from trackstar_pipeline.data.world import generate_fact_world
+from trackstar_pipeline.settings import TrainingSettings
+from trackstar_pipeline.training.adaptive import corpus_probe, plan_epochs
+from trackstar_pipeline.training import pretrain as pretrain_module
+from trackstar_pipeline.training.pretrain import lr_factor, pretrain
+from trackstar_pipeline.training.recall import FactRecall
+
+TINY = TrainingSettings(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
+                        learning_rate=1e-2, batch_size=16, checkpoint_every=10, log_every=10, num_threads=1)
+
+
+def test_auto_epochs_shrink_as_the_corpus_grows_and_stay_clamped() -> None:
+    settings = TrainingSettings(epochs="auto", time_budget_s=100, nominal_tokens_per_s=1000, min_epochs=3, max_epochs=50)
+    assert plan_epochs(10_000, settings).epochs == 10
+    assert plan_epochs(20_000, settings).epochs == 5
+    assert plan_epochs(1_000_000, settings).epochs == 3
+    assert plan_epochs(100, settings).epochs == 50
+    assert plan_epochs(10_000, replace(settings, epochs=7)).epochs == 7
+
+
+def test_probe_is_held_in_corpus_text_cut_before_the_object() -> None:
+    corpus, queries = generate_fact_world(400, 20, seed=1)
+    probe = corpus_probe(corpus, 50, seed=0)
+    texts = dict(zip(corpus["id"].to_list(), corpus["text"].to_list()))
+    facts = dict(zip(corpus["id"].to_list(), corpus["facts"].to_list()))
+    assert probe.height == 50 and probe["id"].n_unique() == 50
+    for example_id, prompt, completion in probe.iter_rows():
+        assert len(facts[example_id]) == 1 and completion == " " + facts[example_id][0][2]
+        assert texts[example_id].startswith(prompt + completion)
+    assert not set(probe["prompt"]) & set(queries["prompt"])
+    assert corpus_probe(corpus.drop("facts"), 50, seed=0).height == 0
+    assert corpus_probe(corpus, 50, seed=0).equals(probe)
+
+
+def test_training_stops_once_the_probe_reaches_the_target(tmp_path: Path, monkeypatch) -> None:
+    corpus = generate_fact_world(200, 10, seed=0)[0]
+    probed: list[pl.DataFrame] = []
+    recalls = iter([0.5, 0.97])
+
+    def fake_recall(model, tokenizer, frame):
+        probed.append(frame)
+        return FactRecall(accuracy=next(recalls), correct={}, predictions={})
+
+    monkeypatch.setattr(pretrain_module, "fact_recall", fake_recall)
+    settings = replace(TINY, epochs=6, min_epochs=2, learned_recall=0.95, probe_size=16)
+    lines: list[str] = []
+    result = pretrain(corpus, settings, tmp_path, progress=lines.append)
+    log = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+    steps_per_epoch = len(log) // 3
+    assert [row.get("probe_recall") for row in log if "probe_recall" in row] == [0.5, 0.97]
+    assert log[-1]["epoch"] == 2 and result.steps == 3 * steps_per_epoch and result.probe_recall == 0.97
+    assert all(set(frame["id"]) <= set(corpus["id"]) and frame.height == 16 for frame in probed)
+    assert result.final_learning_rate == settings.learning_rate * lr_factor(result.steps - 1, 6 * steps_per_epoch, settings)
+    assert any("stopping" in line for line in lines)
+    state = json.loads(result.training_state_path.read_text())
+    assert state["epochs_planned"] == 6 and state["epochs_done"] == 3
+
+
+def test_without_facts_training_runs_the_planned_epochs(tmp_path: Path) -> None:
+    corpus = generate_fact_world(200, 10, seed=0)[0].drop("facts")
+    settings = replace(TINY, epochs=2, min_epochs=1, learned_recall=1e-9)
+    result = pretrain(pl.DataFrame(corpus), settings, tmp_path, progress=lambda _: None)
+    assert result.probe_recall is None
+    assert json.loads(result.training_state_path.read_text())["epochs_done"] == 2
