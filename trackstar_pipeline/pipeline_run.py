@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ def run_pipeline(settings: PipelineSettings, dagster_home: Path | None = None, p
     store = ObjectStore(settings.storage)
     store.check_reachable()
     stages = pipeline_stages(settings)
+    started_at = time.time()
     shards: list[str] | None = None
     for number, stage in enumerate(stages, start=1):
         names = ", ".join(stage.assets)
@@ -190,8 +192,32 @@ def run_pipeline(settings: PipelineSettings, dagster_home: Path | None = None, p
         for done, shard in enumerate(materialize_shards(dagster_home, settings, stage.assets, shards, parallel_shards,
                                                         in_process), 1):
             progress(f"      {shard} done ({done}/{len(shards)})")
+    for line in step_time_lines(step_times(instance, started_at), time.time() - started_at):
+        progress(line)
     report = store.uri_for(f"{layout.REPORTS}/report.md")
     return report[len("file://"):] if report.startswith("file://") else report
+
+
+def step_times(instance: Any, since: float) -> dict[str, float]:
+    """Seconds each asset's steps took in the runs created since `since` (summed over shards), from Dagster's
+    own step records, so the figures are the ones `dagster dev` shows."""
+    from datetime import datetime, timezone
+
+    from dagster import RunsFilter
+
+    totals: dict[str, float] = {}
+    for run in instance.get_runs(RunsFilter(created_after=datetime.fromtimestamp(since, tz=timezone.utc))):
+        for stats in instance.get_run_step_stats(run.run_id):
+            if stats.start_time is not None and stats.end_time is not None:
+                totals[stats.step_key] = totals.get(stats.step_key, 0.0) + stats.end_time - stats.start_time
+    return totals
+
+
+def step_time_lines(totals: dict[str, float], wall_seconds: float) -> list[str]:
+    """The per-asset time table `trackstar run` prints at the end, slowest first."""
+    lines = [f"time per asset (summed over shards; wall {wall_seconds:.0f} s in all):"]
+    lines += [f"  {name:<24} {seconds:8.1f} s" for name, seconds in sorted(totals.items(), key=lambda item: -item[1])]
+    return lines
 
 
 def query_table(settings: PipelineSettings, prompt: str, completion: str, k: int = 10) -> list[dict[str, Any]]:

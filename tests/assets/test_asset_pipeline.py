@@ -267,3 +267,16 @@ def test_trackstar_query_imports_no_dagster_layer(tiny_run, tmp_path):
     lines = output.strip().splitlines()
     assert len([line for line in lines if line.strip()[:3].strip().isdigit()]) == 2  # two ranked proponents
     assert lines[-1] == "LAYER []"
+
+
+def test_run_ends_with_each_assets_time_from_dagsters_step_records(tiny_run):
+    """The closing table names every materialized asset once, with the seconds Dagster recorded for its steps."""
+    start = tiny_run.messages.index(next(m for m in tiny_run.messages if m.startswith("time per asset")))
+    rows = [line.split() for line in tiny_run.messages[start + 1:] if line.startswith("  ")]
+    timed = {row[0]: float(row[1]) for row in rows}
+    definitions = build_definitions(tiny_run.settings)
+    expected = {definitions.get_assets_def(dg.AssetKey(name)).node_def.name  # an op may make several assets
+                for stage in pipeline_run.pipeline_stages(tiny_run.settings) for name in stage.assets}
+    assert set(timed) == expected and "evaluation_report" in timed
+    assert all(seconds >= 0 for seconds in timed.values())
+    assert list(timed.values()) == sorted(timed.values(), reverse=True)
