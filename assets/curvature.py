@@ -90,7 +90,7 @@ def r_eval(context: AssetExecutionContext, pipeline: PipelineConfig, object_stor
 )
 def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
     """R = lambda R_eval + (1 - lambda) R_train and its damped R^{-1/2}, block by block (absent when curvature is off)."""
-    from trackstar_pipeline.attribution.curvature import damped_inverse_sqrt, mix_curvature
+    from trackstar_pipeline.attribution.curvature import damped_mix
 
     attribution, store = pipeline.settings.attribution, object_store.store
     if not attribution.curvature:
@@ -98,10 +98,9 @@ def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineCon
         return MaterializeResult(metadata={"enabled": False},
                                  check_results=[AssetCheckResult(passed=True, metadata={"skipped": "curvature disabled"})])
     storage = object_store.storage_settings()
-    mixed, lambda_used = mix_curvature(load_curvature_matrix(store, storage, layout.R_EVAL),
-                                       load_curvature_matrix(store, storage, layout.R_TRAIN),
-                                       attribution.lambda_mix, attribution.lambda_auto_component)
-    inverse, spectrum = damped_inverse_sqrt(mixed, attribution.damping)  # float32 blocks
+    inverse, lambda_used, spectrum = damped_mix(load_curvature_matrix(store, storage, layout.R_EVAL),
+                                                load_curvature_matrix(store, storage, layout.R_TRAIN),
+                                                attribution)  # float32 blocks
     context.log.info(f"R^-1/2 over {len(inverse.sizes)} block(s) of d={inverse.dim}, lambda={lambda_used:.4f}")
     uri, size = _save(store, layout.INVERSE_SQRT, inverse,
                       {"lambda_used": str(lambda_used), "damping": str(attribution.damping),

@@ -279,18 +279,9 @@ def curvature_inverse_sqrt(matrix: CurvatureMatrix, damping: float) -> Curvature
 def damped_spectrum(matrix: CurvatureMatrix, damping: float) -> tuple[float, float, float]:
     """(relative asymmetry, min eigenvalue, condition number) of R + damping * mean(eig) * I: is the damped R SPD?
 
-    Unlike `curvature_inverse_sqrt`, eigenvalues are not clamped at 0 first, so a negative direction shows.
+    The eigenvalues are `damped_inverse_sqrt`'s before clamping, so a negative direction shows.
     """
-    blocks = _as_blocks(matrix)
-    shift = damping * blocks.trace() / blocks.dim
-    asymmetry, minimums, maximum = 0.0, [], -float("inf")
-    for block in blocks.blocks:
-        raw = block.double()  # (d_m, d_m)
-        asymmetry = max(asymmetry, float((raw - raw.T).abs().max() / raw.abs().max().clamp_min(1e-300)))
-        eigenvalues = torch.linalg.eigvalsh(_symmetric(raw)) + shift  # (d_m,)
-        minimums.append(float(eigenvalues.min()))
-        maximum = max(maximum, float(eigenvalues.max()))
-    spectrum = DampedSpectrum(asymmetry, tuple(minimums), maximum)
+    spectrum = damped_inverse_sqrt(matrix, damping)[1]
     return spectrum.relative_asymmetry, spectrum.min_eigenvalue, spectrum.condition
 
 
@@ -332,17 +323,23 @@ def curvature_moments(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
     return r_train.mean(), r_eval.mean()
 
 
-def inverse_sqrt_from_moments(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, settings: AttributionSettings,
-                              progress: Callable[[str], None] | None = None) -> tuple[CurvatureMatrix, float]:
-    """(R^{-1/2}, lambda used) of R = lambda R_eval + (1 - lambda) R_train: the one place R is mixed and inverted.
+def damped_mix(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, settings: AttributionSettings,
+               ) -> tuple[BlockDiagonal, float, DampedSpectrum]:
+    """(R^{-1/2} per block, lambda used, damped spectrum) of R = lambda R_eval + (1 - lambda) R_train.
 
-    A single block comes back as a plain (d, d) tensor, several as a BlockDiagonal.
+    The one place R is mixed and inverted: the curvature asset (which checks the spectrum), the
+    ablations and `trackstar score` all come through here.
     """
-    mixed, used = mix_curvature(r_eval, r_train, settings.lambda_mix, settings.lambda_auto_component)
-    inverse = _as_blocks(curvature_inverse_sqrt(mixed, settings.damping))
-    if progress is not None:
-        blocks = "" if len(inverse.sizes) == 1 else f" in {len(inverse.sizes)} module blocks"
-        progress(f"curvature{blocks}, lambda={used:.4f}")
+    mixed, used = mix_curvature(_as_blocks(r_eval), _as_blocks(r_train), settings.lambda_mix,
+                                settings.lambda_auto_component)
+    inverse, spectrum = damped_inverse_sqrt(mixed, settings.damping)
+    return inverse, used, spectrum
+
+
+def inverse_sqrt_from_moments(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, settings: AttributionSettings,
+                              ) -> tuple[CurvatureMatrix, float]:
+    """(R^{-1/2}, lambda used): a single block comes back as a plain (d, d) tensor, several as a BlockDiagonal."""
+    inverse, used, _ = damped_mix(r_eval, r_train, settings)
     return (inverse.blocks[0] if len(inverse.sizes) == 1 else inverse), used
 
 
