@@ -4,48 +4,22 @@ Each is block-diagonal (one float64 block per hooked module, or one dense block 
 curvature_blocks='dense') and stored as safetensors with one tensor per block.
 """
 
-import json
-import tempfile
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.storage.artifacts import checkpoint_curvature_blocks, load_curvature_matrix
+from trackstar_pipeline.attribution.curvature import accumulate_curvature
+from trackstar_pipeline.storage.artifacts import checkpoint_curvature_blocks, load_curvature_matrix, save_curvature_matrix
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig
-from trackstar_pipeline.storage import ObjectStore
 
 
-def _save(store: ObjectStore, key: str, matrix: Any, metadata: dict[str, str]) -> tuple[str, int]:
-    """Store a BlockDiagonal at key, one tensor per block named after the file (what load_curvature_matrix reads)."""
-    from trackstar_pipeline.attribution.curvature import save_curvature
-
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / Path(key).name
-        save_curvature(path, matrix.tensors(Path(key).stem), metadata)
-        return store.put_file(key, path), path.stat().st_size
-
-
-def _accumulate_and_save(store: ObjectStore, key: str, vectors: Iterable[np.ndarray],
-                         block_sizes: tuple[int, ...]) -> dict:
-    """Stream (B, d) gradient blocks into the per-module mean(g g^T), store it, and return the asset metadata."""
-    from trackstar_pipeline.attribution.curvature import CurvatureAccumulator
-
-    accumulator = CurvatureAccumulator(block_sizes)
-    for batch in vectors:
-        if len(batch):
-            accumulator.update(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))  # (B, d)
-    if accumulator.count == 0:
-        raise ValueError("no gradients to accumulate; materialize projected_gradients / query_gradients first")
-    matrix = accumulator.mean()
-    uri, size = _save(store, key, matrix, {"samples": str(accumulator.count),
-                                                         "block_sizes": json.dumps(list(block_sizes))})
-    return {"uri": MetadataValue.url(uri), "bytes": size, "samples": accumulator.count, "dim": matrix.dim,
-            "blocks": len(block_sizes), "trace": matrix.trace()}
+def _stored_metadata(uri: str, size: int, matrix: Any, samples: int) -> dict:
+    return {"uri": MetadataValue.url(uri), "bytes": size, "samples": samples, "dim": matrix.dim,
+            "blocks": len(matrix.sizes), "trace": matrix.trace()}
 
 
 @asset(group_name="curvature", kinds={"safetensors"}, deps=["projected_gradients", "model_checkpoint"])
@@ -68,8 +42,9 @@ def r_train(context: AssetExecutionContext, pipeline: PipelineConfig, object_sto
             yield vectors[keep[start:end]]
 
     block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), settings.attribution)
-    metadata = _accumulate_and_save(store, layout.R_TRAIN, blocks(), block_sizes)
-    return MaterializeResult(metadata={**metadata, "shards": len(shards)})
+    matrix, samples = accumulate_curvature(blocks(), block_sizes)
+    uri, size = save_curvature_matrix(store, layout.R_TRAIN, matrix, samples)
+    return MaterializeResult(metadata={**_stored_metadata(uri, size, matrix, samples), "shards": len(shards)})
 
 
 @asset(group_name="curvature", kinds={"safetensors"}, deps=["query_gradients", "model_checkpoint"])
@@ -78,7 +53,9 @@ def r_eval(context: AssetExecutionContext, pipeline: PipelineConfig, object_stor
     store = object_store.store
     _, vectors = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
     block_sizes = checkpoint_curvature_blocks(store, object_store.storage_settings(), pipeline.settings.attribution)
-    return MaterializeResult(metadata=_accumulate_and_save(store, layout.R_EVAL, [vectors], block_sizes))
+    matrix, samples = accumulate_curvature([vectors], block_sizes)
+    uri, size = save_curvature_matrix(store, layout.R_EVAL, matrix, samples)
+    return MaterializeResult(metadata=_stored_metadata(uri, size, matrix, samples))
 
 
 @asset(
@@ -102,9 +79,8 @@ def curvature_inverse_sqrt(context: AssetExecutionContext, pipeline: PipelineCon
                                                 load_curvature_matrix(store, storage, layout.R_TRAIN),
                                                 attribution)  # float32 blocks
     context.log.info(f"R^-1/2 over {len(inverse.sizes)} block(s) of d={inverse.dim}, lambda={lambda_used:.4f}")
-    uri, size = _save(store, layout.INVERSE_SQRT, inverse,
-                      {"lambda_used": str(lambda_used), "damping": str(attribution.damping),
-                       "block_sizes": json.dumps(list(inverse.sizes))})
+    uri, size = save_curvature_matrix(store, layout.INVERSE_SQRT, inverse, extra_metadata={
+        "lambda_used": str(lambda_used), "damping": str(attribution.damping)})
     layout.put_json(store, layout.CURVATURE_MANIFEST, {"enabled": True, "lambda_used": float(lambda_used),
                                                        "damping": attribution.damping, "blocks": len(inverse.sizes)})
     finite = all(bool(torch.isfinite(block).all()) for block in inverse.blocks)

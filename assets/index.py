@@ -4,8 +4,6 @@ import time
 from datetime import timedelta
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from dagster import (
     AssetCheckResult,
@@ -21,34 +19,10 @@ from dagster import (
 )
 
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.attribution.table_search import rows_with_ids
 from trackstar_pipeline.storage.artifacts import load_inverse_sqrt, load_query_vectors
 from trackstar_pipeline.assets.partitions import corpus_shards_partitions, registered_shards
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice, VectorStore
-from trackstar_pipeline.resources.vector_store import gradient_table_schema
-
-def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray) -> pa.Table:
-    """Arrow rows for one shard; vectors (N, d) are stored as float16."""
-    dim = vectors.shape[1]
-    flat = pa.array(vectors.astype(np.float16).ravel(), type=pa.float16())  # (N * d,)
-    return pa.table({
-        "example_id": pa.array(ids, pa.string()),
-        "shard": pa.array([shard] * len(ids), pa.string()),
-        "text": pa.array(texts, pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-    }, schema=gradient_table_schema(dim))
-
-
-def duplicate_ids(table, ids: list[str] | None = None) -> list[str]:
-    """Those of `ids` (a shard's example_ids) that occur more than once in the table, reading only rows with these
-    ids; ids=None audits the whole table's example_id column (tests, one-off checks)."""
-    if ids is None:
-        found = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
-    else:
-        found = rows_with_ids(table, ids, ["example_id"])["example_id"]
-    counts = pc.value_counts(found)
-    return [str(item["values"]) for item in counts.to_pylist() if item["counts"] > 1]
-
+from trackstar_pipeline.storage.vector_table import duplicate_ids, table_rows
 
 @asset(
     group_name="index",

@@ -1,7 +1,5 @@
 """The model whose predictions we attribute: imported from a URI or pretrained, with its optimizer state."""
 
-import hashlib
-import tempfile
 from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, MetadataValue, multi_asset
@@ -9,11 +7,6 @@ from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeRe
 from trackstar_pipeline.storage import layout
 from trackstar_pipeline.storage.artifacts import file_digest, tree_digest
 from trackstar_pipeline.resources import ObjectStoreResource, PipelineConfig, TorchDevice
-
-
-def pretrain_workdir(store_uri: str) -> Path:
-    """A per-store scratch folder that survives an interruption, so pretraining resumes from its checkpoint."""
-    return Path(tempfile.gettempdir()) / "trackstar-pretrain" / hashlib.sha256(store_uri.encode()).hexdigest()[:12]
 
 
 @multi_asset(
@@ -36,7 +29,7 @@ def model_training(
         from trackstar_pipeline.training.pretrain import pretrain
 
         corpus = layout.get_parquet(store, layout.CORPUS_SOURCE)
-        result = pretrain(corpus, settings.training, pretrain_workdir(store.uri_for("")), progress=context.log.info)
+        result = pretrain(corpus, settings.training, layout.pretrain_workdir(store), progress=context.log.info)
         model_dir, optimizer_path = Path(result.model_dir), result.optimizer_state_path
         source, final_lr = "pretrained on corpus_source", float(result.final_learning_rate)
     else:

@@ -49,7 +49,7 @@ def query_vectors(count: int, dim: int) -> np.ndarray:
 
 def grow_table(path: Path, rows: int, dim: int) -> None:
     """Append synthetic rows until the table holds `rows` (one add per 50k rows)."""
-    from trackstar_pipeline.assets.index import table_rows
+    from trackstar_pipeline.storage.vector_table import table_rows
     from trackstar_pipeline.resources import VectorStore
 
     store = VectorStore(uri=str(path))

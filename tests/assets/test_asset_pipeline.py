@@ -9,7 +9,7 @@ import pytest
 from trackstar_pipeline import pipeline_run
 from trackstar_pipeline.storage import layout
 from trackstar_pipeline.assets.corpus import corpus_shard_sensor
-from trackstar_pipeline.assets.index import duplicate_ids
+from trackstar_pipeline.storage.vector_table import duplicate_ids
 from trackstar_pipeline.storage.artifacts import load_sources
 from trackstar_pipeline.definitions import build_definitions, build_resources
 from trackstar_pipeline.resources import VectorStore

@@ -6,7 +6,8 @@ import dataclasses
 import dagster as dg
 import numpy as np
 
-from trackstar_pipeline.assets.index import gradient_index, table_rows
+from trackstar_pipeline.assets.index import gradient_index
+from trackstar_pipeline.storage.vector_table import table_rows
 from trackstar_pipeline.attribution.ann_index import load_ann_parameters
 from trackstar_pipeline.attribution.table_search import search_table
 from trackstar_pipeline.definitions import build_resources

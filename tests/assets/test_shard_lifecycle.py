@@ -7,7 +7,8 @@ import polars as pl
 from trackstar_pipeline.storage import layout
 from trackstar_pipeline.assets.corpus import corpus_shard_sensor, corpus_source
 from trackstar_pipeline.storage.layout import discover_shards
-from trackstar_pipeline.assets.index import gradient_index, table_rows
+from trackstar_pipeline.assets.index import gradient_index
+from trackstar_pipeline.storage.vector_table import table_rows
 from trackstar_pipeline.definitions import build_resources
 from trackstar_pipeline.pipeline_run import register_shards
 from trackstar_pipeline.resources import VectorStore

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trackstar_pipeline.assets.index import duplicate_ids, table_rows
+from trackstar_pipeline.storage.vector_table import duplicate_ids, table_rows
 from trackstar_pipeline.attribution import table_search
 from trackstar_pipeline.attribution.table_search import (
     TableCandidateScores,

@@ -5,7 +5,7 @@ import pytest
 
 from trackstar_pipeline import pipeline_run
 from trackstar_pipeline.storage import layout
-from trackstar_pipeline.assets.index import duplicate_ids
+from trackstar_pipeline.storage.vector_table import duplicate_ids
 from trackstar_pipeline.resources import VectorStore
 from trackstar_pipeline.storage import ObjectStore
 

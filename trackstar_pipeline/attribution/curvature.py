@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence, Union
+from typing import Callable, Iterable, Literal, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -182,6 +183,18 @@ class CurvatureAccumulator:
         if self.count == 0:
             raise ValueError("no gradients were accumulated; the curvature needs at least one example")
         return BlockDiagonal(tuple(total / self.count for total in self.totals))
+
+
+def accumulate_curvature(batches: Iterable[np.ndarray | torch.Tensor], block_sizes: Sequence[int]) -> tuple[BlockDiagonal, int]:
+    """(mean g g^T per block, number of vectors) over streamed (B, d) gradient batches; empty batches are skipped."""
+    accumulator = CurvatureAccumulator(block_sizes)
+    for batch in batches:
+        if len(batch):
+            vectors = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            accumulator.update(vectors)  # (B, d)
+    if accumulator.count == 0:
+        raise ValueError("no gradients to accumulate; materialize projected_gradients / query_gradients first")
+    return accumulator.mean(), accumulator.count
 
 
 def auto_lambda(r_eval: CurvatureMatrix, r_train: CurvatureMatrix, component: int) -> float:

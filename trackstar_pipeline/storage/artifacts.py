@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,24 @@ def load_curvature_matrix(store: ObjectStore, storage: StorageSettings, key: str
 
     tensors, _ = load_curvature_file(store, storage, key)
     return BlockDiagonal.from_tensors(tensors, Path(key).stem)
+
+
+def save_curvature_matrix(store: ObjectStore, key: str, matrix: Any, samples: int | None = None,
+                          extra_metadata: dict[str, str] | None = None) -> tuple[str, int]:
+    """Store a BlockDiagonal at key (what load_curvature_matrix reads): (uri, bytes).
+
+    One tensor per block named after the file; the safetensors metadata records the block sizes, the
+    number of gradients averaged (R_train, R_eval) and any extra strings (lambda, damping for R^{-1/2}).
+    """
+    from trackstar_pipeline.attribution.curvature import save_curvature
+
+    metadata = {"block_sizes": json.dumps(list(matrix.sizes)), **(extra_metadata or {})}
+    if samples is not None:
+        metadata["samples"] = str(samples)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / Path(key).name
+        save_curvature(path, matrix.tensors(Path(key).stem), metadata)
+        return store.put_file(key, path), path.stat().st_size
 
 
 def load_inverse_sqrt(store: ObjectStore, storage: StorageSettings) -> Any:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,3 +134,10 @@ def read_rankings(frame: pl.DataFrame) -> dict[str, list[tuple[str, float]]]:
     for query_id, _, example_id, score in frame.sort("query_id", "rank").iter_rows():
         rankings.setdefault(query_id, []).append((example_id, score))
     return rankings
+
+
+def pretrain_workdir(store: ObjectStore) -> Path:
+    """A per-store scratch folder outside the store that survives an interruption, so pretraining resumes
+    from its checkpoint (a store on S3 cannot hold a live training folder)."""
+    digest = hashlib.sha256(store.uri_for("").encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "trackstar-pretrain" / digest

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import lancedb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from trackstar_pipeline.storage.object_store import ObjectStore
 
@@ -58,3 +60,28 @@ def open_or_create_table(uri: str, schema: pa.Schema, storage_options: Mapping[s
     if table.schema.equals(schema):
         return table, False
     return db.create_table(table_name, schema=schema, mode="overwrite"), True
+
+
+def table_rows(ids: list[str], shard: str, texts: list[str], vectors: np.ndarray) -> pa.Table:
+    """Arrow rows for one shard; vectors (N, d) are stored as float16."""
+    dim = vectors.shape[1]
+    flat = pa.array(vectors.astype(np.float16).ravel(), type=pa.float16())  # (N * d,)
+    return pa.table({
+        "example_id": pa.array(ids, pa.string()),
+        "shard": pa.array([shard] * len(ids), pa.string()),
+        "text": pa.array(texts, pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+    }, schema=gradient_table_schema(dim))
+
+
+def duplicate_ids(table, ids: list[str] | None = None) -> list[str]:
+    """Those of `ids` (a shard's example_ids) that occur more than once in the table, reading only rows with these
+    ids; ids=None audits the whole table's example_id column (tests, one-off checks)."""
+    from trackstar_pipeline.attribution.table_search import rows_with_ids
+
+    if ids is None:
+        found = table.search().select(["example_id"]).limit(None).to_arrow()["example_id"]
+    else:
+        found = rows_with_ids(table, ids, ["example_id"])["example_id"]
+    counts = pc.value_counts(found)
+    return [str(item["values"]) for item in counts.to_pylist() if item["counts"] > 1]
