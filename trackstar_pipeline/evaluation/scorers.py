@@ -12,7 +12,6 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from trackstar_pipeline.attribution.projection import stable_seed
 
 Ranking = list[tuple[str, float]]
 
@@ -87,10 +86,11 @@ def matrix_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], scores: n
 
 
 def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int) -> RowScorer:
-    """Uniform random scores, reproducible per (seed, query id) and independent of query order."""
-    n = len(corpus_ids)
-    ids = list(query_ids)
-    return RowScorer(ids, corpus_ids, lambda i: np.random.default_rng(stable_seed(seed, f"random:{ids[i]}")).random(n), "random")
+    """Uniform random scores, reproducible per (seed, query id, corpus id): independent of query and corpus order."""
+    from trackstar_pipeline.evaluation.seeded_random import id_keys, random_scores
+
+    ids, keys = list(query_ids), id_keys(corpus_ids)
+    return RowScorer(ids, corpus_ids, lambda i: random_scores(seed, [ids[i]], keys)[0], "random")
 
 
 class VectorScorer:
