@@ -96,7 +96,8 @@ class Bm25Queries:
         lengths = tokens["tokens"].list.len().to_numpy().astype(np.float64)  # (n,)
         terms = pl.DataFrame({"term": self.vocabulary}).with_row_index("column")
         counts = (tokens.explode("tokens").rename({"tokens": "term"}).join(terms, on="term")
-                  .group_by("doc", "column").len())  # one row per (document, query word it contains)
+                  .group_by("doc", "column").len().sort("doc", "column"))  # one row per (document, query word)
+        # sorted, so each document's words are summed in vocabulary order: equal documents score exactly equal
         doc, col = counts["doc"].to_numpy().astype(np.int64), counts["column"].to_numpy().astype(np.int64)
         tf = counts["len"].to_numpy().astype(np.float64)
         norm = self.k1 * (1 - self.b + self.b * lengths[doc] / self.statistics.average_length)
