@@ -163,3 +163,20 @@ def test_a_candidate_missing_from_the_corpus_is_named(three_shards):
     methods, _, _ = three_shards
     with pytest.raises(KeyError, match="not closed-set candidates"):
         methods["bm25"].score_candidates("q0", ["c00", "zz"])
+
+
+def test_new_pass_r_train_sample_is_the_curvature_assets_sample():
+    """A new gradient pass computes R_train from the sample rows alone, fetched by position: the same R as the
+    curvature assets' rule over the whole corpus's gradients."""
+    from trackstar_pipeline.attribution.curvature import curvature_train_sample, sampled_curvature_moments
+
+    corpus, queries, _, corpus_gradients, source = _world()
+    attribution = SETTINGS.attribution
+    positions = curvature_train_sample(corpus.height, attribution.curvature_train_samples,
+                                       attribution.projection_seed).tolist()
+    fetched = rows_at_positions(frame_shards(corpus, 3), positions, ["id"])["id"].to_list()
+    rows = [corpus["id"].to_list().index(i) for i in fetched]
+    assert rows == positions
+    r_train, r_eval = sampled_curvature_moments(corpus_gradients[rows], source.queries, attribution)
+    torch.testing.assert_close(r_train.to_dense(), source.r_train)
+    torch.testing.assert_close(r_eval.to_dense(), source.r_eval)

@@ -47,7 +47,7 @@ class GradientSource:
     """Shard -> its rows' raw gradients (n, d); default: what projected_gradients stored."""
 
 
-SamplePass = Callable[[AttributionSettings, "SecondMoments | None"], GradientSource]
+NewPass = Callable[[AttributionSettings, "SecondMoments | None"], GradientSource]
 """(settings, optimizer moments) -> a new gradient pass's source (evaluate builds it from the model)."""
 
 
@@ -105,7 +105,7 @@ def trackstar_methods(
     table_gradients: GradientSource,
     query_ids: Sequence[str],
     settings: AttributionSettings,
-    new_pass: SamplePass | None = None,
+    new_pass: NewPass | None = None,
     second_moments: SecondMoments | None = None,
     projection_dims: Sequence[int] = (),
 ) -> tuple[dict[str, VectorMethod], dict[str, str], float | None]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import bm25s
 import numpy as np
@@ -29,6 +29,9 @@ import torch
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
 from trackstar_pipeline.evaluation.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.scorers import RowScorer, matrix_scorer
+
+if TYPE_CHECKING:
+    from trackstar_pipeline.evaluation.stream import ShardRows
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -141,5 +144,5 @@ class Bm25Method:
     def __init__(self, queries: Bm25Queries) -> None:
         self.queries = queries
 
-    def scores(self, shard) -> np.ndarray:
+    def scores(self, shard: ShardRows) -> np.ndarray:
         return self.queries.scores(shard.frame["text"].to_list())  # (Q, n)

@@ -104,7 +104,9 @@ class CandidateScores:
         rows, positions, columns = [], [], []
         for column, example_id in enumerate(shard.ids):
             for row, position in self.slots.get(example_id, ()):
-                rows.append(row), positions.append(position), columns.append(column)
+                rows.append(row)
+                positions.append(position)
+                columns.append(column)
         return np.array(rows, dtype=np.int64), np.array(positions, dtype=np.int64), np.array(columns, dtype=np.int64)
 
     def empty(self) -> dict[str, np.ndarray]:
