@@ -13,13 +13,15 @@
 
 The corpus streams shard by shard (`corpus_shards.ShardedCorpus`: id, text, facts and the stored
 raw gradients of one shard at a time); a plain frame is one shard. Memory stays flat in the
-corpus size: only per-query state survives a shard. The passes:
-1. statistics: BM25's document frequencies and the row count (ground truth too when not given,
-   from the fact column);
-2. closed-set candidates: BM25's top, the same-completion and random draws (closed_set.py);
-3. the main pass (stream.py): every built method scores each shard once for all evaluated
-   queries, keeping a running top-k and the candidates' scores;
-4. texts (and tail-patch examples) only for the ids the report shows or patches.
+corpus size: only per-query state survives a shard. The passes, each reading only the columns it needs:
+1. ground truth, when not given: the fact column;
+2. statistics: BM25's document frequencies and the row count (text);
+3. closed-set candidates (closed_set.py): which query objects occur (facts), then BM25's top and
+   the same-completion and random draws (text, facts);
+4. the main pass (stream.py): every built method scores each shard once for all evaluated
+   queries, keeping a running top-k and the candidates' scores; a new gradient pass first
+   computes its R_train sample's rows (fetched by position) and every query;
+5. texts (and tail-patch examples) only for the ids the report shows or patches.
 Methods not given in `methods` are built here: trackstar and its ablations from the stored raw
 gradients (`ablations.trackstar_methods`; without stored `gradients` a new pass computes them),
 bm25, embed (mean hidden states of settings.evaluation.embed_layer), random, and trackstar+bm25
