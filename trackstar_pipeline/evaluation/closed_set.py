@@ -7,7 +7,7 @@ the same candidates with its own scores, so the comparison isolates ranking qual
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -23,10 +23,10 @@ def _query_object(fact: Sequence[str] | None) -> str | None:
     return fact[2] if fact is not None and len(fact) == 3 else None
 
 
-def _objects_present(corpus: ShardedCorpus, objects: set[str]) -> set[str]:
+def _objects_present(corpus: ShardedCorpus, objects: set[str], progress: Callable[[str], None] | None) -> set[str]:
     """Which of the queries' fact objects some corpus row's facts have (a pass over the fact column only)."""
     wanted, present = pl.Series(list(objects), dtype=pl.String), set()
-    for frame in corpus.frames(["id", "facts"]):
+    for frame in corpus.frames(["id", "facts"], progress, "candidate pass (fact objects)"):
         present.update(facts_by_row(frame).filter(pl.col("object").is_in(wanted.implode()))["object"].to_list())
     return present
 
@@ -67,6 +67,7 @@ def build_candidate_sets(
     n_same_completion: int = 100,
     n_random: int = 100,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[str]]:
     """Query id -> candidates: ground truth, BM25 top n, n same-completion, n random (no repeats).
 
@@ -80,7 +81,7 @@ def build_candidate_sets(
     query_ids = queries["id"].to_list()
     objects = [_query_object(fact) for fact in queries["fact"].to_list()] if "fact" in queries.columns \
         else [None] * len(query_ids)
-    present = _objects_present(corpus, {o for o in objects if o is not None})
+    present = _objects_present(corpus, {o for o in objects if o is not None}, progress)
     by_object: dict[str, list[int]] = {}
     needles: dict[int, str] = {}
     for row, (obj, completion) in enumerate(zip(objects, queries["completion"].to_list())):
@@ -92,7 +93,7 @@ def build_candidate_sets(
     same = RunningTopK(len(query_ids), n_same_completion + room)
     drawn = RunningTopK(len(query_ids), n_random + n_same_completion + room)
     streamed_bm25 = RunningTopK(len(query_ids), n_bm25) if isinstance(bm25_top, Bm25Queries) and n_bm25 > 0 else None
-    for frame in corpus.frames(["id", "text", "facts"]):
+    for frame in corpus.frames(["id", "text", "facts"], progress, "candidate pass"):
         ids, keys = frame["id"].to_list(), id_keys(frame["id"].to_list())
         pool = _pool_mask(frame, by_object, needles, len(query_ids))  # (Q, n)
         same.update(np.where(pool, -seeded_uniform(seed, "same_completion", query_ids, keys), -np.inf), ids)

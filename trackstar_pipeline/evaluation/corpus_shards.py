@@ -18,6 +18,11 @@ FACT_SEPARATOR = "\x1f"
 """Joins a fact's parts into one key (polars cannot join on list columns)."""
 
 
+def worth_reporting(index: int, total: int) -> bool:
+    """Whether shard `index` (0-based) of a pass ends one of its twentieths: about 20 progress lines per pass."""
+    return (index + 1) % max(1, total // 20) == 0 or index + 1 == total
+
+
 @dataclass(frozen=True)
 class ShardedCorpus:
     """Named corpus shards; `read(shard, columns)` returns those columns of one shard, rows in corpus order."""
@@ -27,10 +32,14 @@ class ShardedCorpus:
     read_gradients: Callable[[str], tuple[list[str], np.ndarray]] | None = None
     """Shard -> (ids, raw gradients (n, d) float32) at the table's (d, correction); None: none stored."""
 
-    def frames(self, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
-        """Each shard's given columns in shard order (one shard in memory at a time)."""
-        for name in self.names:
+    def frames(self, columns: Sequence[str], progress: Callable[[str], None] | None = None,
+               label: str = "pass") -> Iterator[pl.DataFrame]:
+        """Each shard's given columns in shard order (one shard in memory at a time); `progress` hears about
+        every twentieth of the pass."""
+        for index, name in enumerate(self.names):
             yield self.read(name, columns)
+            if progress is not None and worth_reporting(index, len(self.names)):
+                progress(f"{label}: shard {index + 1}/{len(self.names)} done")
 
     def gradients(self, name: str, ids: Sequence[str]) -> torch.Tensor:
         """The shard's stored raw gradients (n, d) in the order of `ids`."""
@@ -69,11 +78,13 @@ def frame_shards(frame: pl.DataFrame, n_shards: int = 1, gradients: torch.Tensor
     return ShardedCorpus(list(parts), read, None if vectors is None else read_gradients)
 
 
-def rows_with_ids(corpus: ShardedCorpus, ids: Sequence[str] | set[str], columns: Sequence[str]) -> pl.DataFrame:
+def rows_with_ids(corpus: ShardedCorpus, ids: Sequence[str] | set[str], columns: Sequence[str],
+                  progress: Callable[[str], None] | None = None) -> pl.DataFrame:
     """The rows whose id is in `ids` (only those are kept while the shards stream past), in corpus order."""
     wanted = pl.Series(list(set(ids)), dtype=pl.String)
     columns = ["id", *[c for c in columns if c != "id"]]
-    parts = [frame.filter(pl.col("id").is_in(wanted.implode())) for frame in corpus.frames(columns)]
+    parts = [frame.filter(pl.col("id").is_in(wanted.implode()))
+             for frame in corpus.frames(columns, progress, "text fetch")]
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({c: [] for c in columns})
 
 
@@ -92,12 +103,13 @@ def facts_by_row(frame: pl.DataFrame) -> pl.DataFrame:
         pl.when(pl.col("facts").list.len() == 3).then(pl.col("facts").list.get(2, null_on_oob=True)).alias("object"))
 
 
-def streamed_ground_truth(corpus: ShardedCorpus, query_facts: Mapping[str, Sequence[str] | None]) -> dict[str, list[str]]:
+def streamed_ground_truth(corpus: ShardedCorpus, query_facts: Mapping[str, Sequence[str] | None],
+                          progress: Callable[[str], None] | None = None) -> dict[str, list[str]]:
     """Query id -> ids of the corpus rows whose facts contain the query's fact, reading only the fact columns."""
     keys = {query_id: fact_key(fact) for query_id, fact in query_facts.items()}
     wanted = pl.Series([key for key in set(keys.values()) if key is not None], dtype=pl.String)
     rows_by_key: dict[str, list[str]] = {}
-    for frame in corpus.frames(["id", "facts"]):
+    for frame in corpus.frames(["id", "facts"], progress, "ground truth"):
         hits = facts_by_row(frame).filter(pl.col("key").is_in(wanted.implode())).unique(["id", "key"], maintain_order=True)
         for example_id, key in hits.select("id", "key").iter_rows():
             rows_by_key.setdefault(key, []).append(example_id)

@@ -190,8 +190,8 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     query_ids = sample["id"].to_list()
     bm25 = None
     if "bm25" not in given:
-        progress("statistics pass: BM25 document frequencies")
-        statistics = bm25_statistics(frame["text"].to_list() for frame in corpus.frames(["text"]))
+        statistics = bm25_statistics(frame["text"].to_list()
+                                     for frame in corpus.frames(["text"], progress, "statistics pass (BM25)"))
         bm25 = Bm25Queries(statistics, query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
         n_corpus = statistics.n_documents
     else:
@@ -204,11 +204,10 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
         streamed["bm25"] = Bm25Method(bm25)
     streamed.setdefault("random", RandomMethod(query_ids, evaluation.seed))
     streamed = {name: method for name, method in streamed.items() if name not in given}
-    progress("candidate pass: closed-set candidates")
     bm25_top = bm25 if bm25 is not None else given["bm25"].top_k(evaluation.closed_set_bm25)
     candidates = build_candidate_sets(corpus, sample, ground_truth, bm25_top, evaluation.closed_set_bm25,
                                       evaluation.closed_set_same_completion, evaluation.closed_set_random,
-                                      evaluation.seed)
+                                      evaluation.seed, progress)
     depth = max(evaluation.top_k, FUSION_DEPTH)
     found = stream_methods(corpus, list(streamed.values()), query_ids, depth, candidates,
                            encoder.corpus if encoder is not None else None, progress)
@@ -288,8 +287,7 @@ def evaluate(inputs: EvaluationInputs, output_dir: str | Path, progress: Callabl
     sample = sample_queries(queries, evaluation.max_eval_queries, evaluation.seed)
     query_ids = sample["id"].to_list()
     if inputs.ground_truth is None:
-        progress("ground truth: reading the corpus's fact column shard by shard")
-        ground_truth = streamed_ground_truth(corpus, dict(zip(query_ids, sample["fact"].to_list())))
+        ground_truth = streamed_ground_truth(corpus, dict(zip(query_ids, sample["fact"].to_list())), progress)
     else:
         ground_truth = {query_id: list(ids) for query_id, ids in inputs.ground_truth.items()}
     progress(f"evaluating {len(query_ids)} of {queries.height} queries against {len(corpus.names)} corpus shards")
@@ -301,7 +299,7 @@ def evaluate(inputs: EvaluationInputs, output_dir: str | Path, progress: Callabl
     rankings = {"open_set": open_set, "closed_set": closed_set}
     patching = inputs.tailpatch is not None and inputs.model is not None
     depth = max(EXPLORER_TOP, max(evaluation.tailpatch_k, default=0) if patching else 0)
-    texts = rows_with_ids(corpus, _shown_ids(rankings, ground_truth, query_ids, depth), ["text"])
+    texts = rows_with_ids(corpus, _shown_ids(rankings, ground_truth, query_ids, depth), ["text"], progress)
     effects = _tailpatch(inputs, rankings, query_ids, texts, progress) if patching else {}
 
     counts = {query_id: len(ground_truth.get(query_id, [])) for query_id in query_ids}

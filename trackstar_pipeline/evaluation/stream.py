@@ -16,7 +16,7 @@ import polars as pl
 import torch
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
-from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
+from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus, worth_reporting
 from trackstar_pipeline.evaluation.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.seeded_random import id_keys, random_scores
 
@@ -162,7 +162,8 @@ def stream_methods(corpus: ShardedCorpus, methods: Sequence[ShardMethod], query_
             values = block[rows, columns]  # (pairs,)
             for row, position, value in zip(rows.tolist(), positions.tolist(), values.tolist()):
                 found[method.name][slots.query_ids[row]][position] = value
-        progress(f"evaluation pass: shard {index + 1}/{len(names)} ({len(shard.ids)} rows, {len(methods)} methods)")
+        if worth_reporting(index, len(names)):
+            progress(f"evaluation pass: shard {index + 1}/{len(names)} done ({len(methods)} methods)")
     result = {}
     for method in methods:
         slots.check_complete(found[method.name], method.name)
