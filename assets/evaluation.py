@@ -12,10 +12,10 @@ from trackstar_pipeline.storage import layout
 from trackstar_pipeline.storage.artifacts import (
     load_checkpoint,
     load_optimizer_moments,
-    load_raw_gradients,
-    load_tokenized_corpus,
     load_query_vectors,
+    load_table_gradients,
     local_model_dir,
+    stored_corpus,
 )
 from trackstar_pipeline.assets.partitions import registered_shards
 from trackstar_pipeline.assets.preview import markdown_table
@@ -56,18 +56,18 @@ def proponents(context: AssetExecutionContext, pipeline: PipelineConfig, object_
 
 @asset(group_name="evaluation", kinds={"parquet"}, deps=["corpus_shards", "queries"])
 def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, object_store: ObjectStoreResource) -> MaterializeResult:
-    """The BM25 baseline's top-k per query (prompt + completion text against every registered shard)."""
-    from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
+    """The BM25 baseline's top-k per query (prompt + completion text against every registered shard, streamed:
+    one pass for document frequencies, one scoring all queries per shard with a running top-k)."""
+    from trackstar_pipeline.evaluation.bm25 import bm25_top_k, query_texts
 
     settings, store = pipeline.settings, object_store.store
-    shards = registered_shards(context.instance)
-    corpus = load_tokenized_corpus(store, shards)
+    corpus = stored_corpus(store, registered_shards(context.instance))
     frame_q = layout.get_parquet(store, layout.QUERIES)
-    scorer = bm25_scorer(corpus["id"].to_list(), corpus["text"].to_list(), frame_q["id"].to_list(),
-                         query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()))
-    frame = layout.rankings_frame(scorer.top_k(settings.evaluation.top_k))
+    top = bm25_top_k(corpus, frame_q["id"].to_list(),
+                     query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()), settings.evaluation.top_k)
+    frame = layout.rankings_frame(top)
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
-    return _result(uri, size, frame, {"corpus_rows": corpus.height, "top_k": settings.evaluation.top_k})
+    return _result(uri, size, frame, {"corpus_shards": len(corpus.names), "top_k": settings.evaluation.top_k})
 
 
 @asset(group_name="evaluation", kinds={"html", "json"}, pool="gpu",
@@ -77,10 +77,10 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
                       vector_store: VectorStore, torch_device: TorchDevice) -> MaterializeResult:
     """MRR, Recall@10 and tail-patch for TrackStar (from the table), its ablations and baselines; report under reports/.
 
-    The ablations that share the table's projection read the stored raw gradients and R_train / R_eval;
-    only no-optimizer and the other d of the sweep take a new gradient pass.
+    The corpus streams shard by shard (memory flat in its size). The ablations that share the table's
+    projection read the stored raw gradients and R_train / R_eval; only no-optimizer and the other d of
+    the sweep take a new gradient pass.
     """
-    from trackstar_pipeline.data.records import ground_truth
     from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
     from trackstar_pipeline.evaluation.report import headline_table
     from trackstar_pipeline.evaluation.scorers import PrecomputedScorer
@@ -88,8 +88,7 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
     from trackstar_pipeline.training.recall import fact_recall
 
     settings, store, storage = pipeline.settings, object_store.store, object_store.storage_settings()
-    shards = registered_shards(context.instance)
-    corpus = load_tokenized_corpus(store, shards)
+    corpus = stored_corpus(store, registered_shards(context.instance))
     queries_frame = layout.get_parquet(store, layout.QUERIES)
     model, tokenizer = load_checkpoint(store, storage, device=torch_device.torch_device)
     manifest = layout.get_json(store, layout.MODEL_MANIFEST)
@@ -109,8 +108,8 @@ def evaluation_report(context: AssetExecutionContext, pipeline: PipelineConfig, 
     moments = load_optimizer_moments(store, storage, model, settings.attribution.optimizer_correction)
     with tempfile.TemporaryDirectory() as scratch:
         inputs = EvaluationInputs(
-            corpus, queries_frame, ground_truth(corpus, queries_frame), settings,
-            gradients=load_raw_gradients(store, storage, shards), model=model, tokenizer=tokenizer,
+            corpus, queries_frame, None, settings,
+            gradients=load_table_gradients(store, storage), model=model, tokenizer=tokenizer,
             second_moments=moments, tailpatch=tailpatch, fact_correct=recall.correct, fact_recall=recall.accuracy,
             methods={"trackstar": trackstar}, model_info={"source": manifest["source"], "version": manifest["model_version"]},
             table_version=int(table.version), lambda_used=curvature.get("lambda_used"),

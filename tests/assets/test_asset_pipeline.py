@@ -225,23 +225,26 @@ def test_ablation_without_curvature_is_the_table_without_r(tiny_run):
     """trackstar_no_curvature's corpus vectors are the table's rows with R^{-1/2} undone (same run, same gradients)."""
     import torch
 
-    from trackstar_pipeline.evaluation.ablations import trackstar_scorers
-    from trackstar_pipeline.storage.artifacts import load_inverse_sqrt, load_raw_gradients
+    from trackstar_pipeline.evaluation.ablations import trackstar_methods
+    from trackstar_pipeline.evaluation.stream import SHARD_COLUMNS, ShardRows
+    from trackstar_pipeline.storage.artifacts import load_inverse_sqrt, load_table_gradients, stored_corpus
 
     settings, store = tiny_run.settings, ObjectStore(tiny_run.settings.storage)
-    shards = sorted(tiny_run.instance().get_dynamic_partitions("corpus_shards"))
-    stored = load_raw_gradients(store, settings.storage, shards)
-    scorers, _ = trackstar_scorers(stored, stored.query_ids, settings.attribution, progress=lambda _: None)
-    ablation = scorers["trackstar_no_curvature"]
+    corpus = stored_corpus(store, sorted(tiny_run.instance().get_dynamic_partitions("corpus_shards")))
+    stored = load_table_gradients(store, settings.storage)
+    methods, _, _ = trackstar_methods(stored, stored.query_ids, settings.attribution)
+    shards = [ShardRows(name, corpus.read(name, SHARD_COLUMNS), corpus) for name in corpus.names]
+    ids = [example_id for shard in shards for example_id in shard.ids]
+    ablation = torch.cat([methods["trackstar_no_curvature"].corpus_vectors(shard) for shard in shards])  # (N, d)
     table = table_contents(settings)
     rows = torch.tensor(np.stack([np.frombuffer(table[i][1], dtype=np.float16).astype(np.float32)
-                                  for i in ablation.corpus_ids]))  # (N, d) unit(R^{-1/2} g)
+                                  for i in ids]))  # (N, d) unit(R^{-1/2} g)
     inverse = load_inverse_sqrt(store, settings.storage).to_dense()  # (d, d), block-diagonal
     undone = rows @ torch.linalg.inv(inverse.double()).float()  # (N, d) proportional to g
     undone = undone / undone.norm(dim=1, keepdim=True)
-    torch.testing.assert_close(ablation.corpus_vectors, undone, atol=2e-2, rtol=0)
+    torch.testing.assert_close(ablation, undone, atol=2e-2, rtol=0)
     # and R changes them: the table is not already the no-curvature variant
-    assert (rows - ablation.corpus_vectors).abs().max() > 0.1
+    assert (rows - ablation).abs().max() > 0.1
 
 
 def test_trackstar_query_imports_no_dagster_layer(tiny_run, tmp_path):

@@ -3,10 +3,9 @@
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
-from trackstar_pipeline.evaluation.scorers import FusionScorer, VectorScorer, matrix_scorer, random_scorer
+from trackstar_pipeline.evaluation.scorers import FusionScorer, matrix_scorer, random_scorer
 
 CORPUS_IDS = ["c0", "c1", "c2", "c3"]
 CORPUS_TEXTS = ["Alice Smith lives in Paris.", "Bob Jones lives in Rome.", "The cat sat on a mat.",
@@ -43,15 +42,6 @@ def test_random_scores_depend_on_seed_and_query_id_only():
     assert np.array_equal(a.row("q1"), b.row("q1"))
     assert not np.array_equal(a.row("q0"), a.row("q1"))
     assert not np.array_equal(random_scorer(["q1"], CORPUS_IDS, seed=4).row("q1"), b.row("q1"))
-
-
-def test_vector_scorer_candidates_are_dot_products():
-    queries = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    corpus = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 0.0], [-1.0, 3.0]])
-    scorer = VectorScorer(["q0", "q1"], queries, CORPUS_IDS, corpus)
-    assert scorer.score_candidates("q1", ["c3", "c0"]).tolist() == [6.0, 2.0]
-    with pytest.raises(ValueError, match="4 corpus vectors for 3 ids"):
-        VectorScorer(["q0", "q1"], queries, CORPUS_IDS[:3], corpus)
 
 
 def test_reciprocal_rank_fusion_by_hand():

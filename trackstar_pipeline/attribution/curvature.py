@@ -327,11 +327,18 @@ def curvature_moments(corpus_vectors: torch.Tensor, query_vectors: torch.Tensor,
 
     corpus_vectors (N, d) and query_vectors (Q, d) are raw (pre-R) gradients.
     """
-    sizes = resolve_block_sizes(corpus_vectors.shape[1], settings, block_sizes)
     sample = curvature_train_sample(corpus_vectors.shape[0], settings.curvature_train_samples,
                                     settings.projection_seed)  # (S,)
+    return sampled_curvature_moments(corpus_vectors[sample], query_vectors, settings, block_sizes=block_sizes)
+
+
+def sampled_curvature_moments(sample_vectors: torch.Tensor, query_vectors: torch.Tensor, settings: AttributionSettings,
+                              *, block_sizes: Sequence[int] | None = None) -> tuple[BlockDiagonal, BlockDiagonal]:
+    """(R_train, R_eval) from the gradients of the corpus sample alone (rows in curvature_train_sample's order),
+    so a streamed caller computes only those S gradients up front instead of holding all N."""
+    sizes = resolve_block_sizes(sample_vectors.shape[1], settings, block_sizes)
     r_train, r_eval = CurvatureAccumulator(sizes), CurvatureAccumulator(sizes)
-    r_train.update(corpus_vectors[sample])  # (S, d)
+    r_train.update(sample_vectors)  # (S, d)
     r_eval.update(query_vectors)  # (Q, d)
     return r_train.mean(), r_eval.mean()
 

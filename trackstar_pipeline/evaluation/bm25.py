@@ -1,21 +1,43 @@
-"""BM25 baseline (the `bm25s` package): the model-agnostic retrieval TrackStar is compared against.
+"""BM25 baseline, streamed over corpus shards: the model-agnostic retrieval TrackStar is compared against.
 
 The query text is prompt + completion, as in the TrackStar paper: BM25 then finds passages that
-state the fact. Tokenization is bm25s's default (lowercase, words of 2+ characters, English
-stopwords removed); every query and corpus row goes through the same tokenizer.
+state the fact. Tokenization is bm25s's (lowercase, words of 2+ characters, English stopwords
+removed); every query and corpus row goes through the same tokenizer.
+
+Scoring is bm25s's default variant ("lucene"), written out so it can stream: a first pass counts
+document frequencies and the total length (`Bm25Statistics`, the only corpus-wide state: one
+count per vocabulary word), then each shard is scored for all queries at once:
+
+    score(q, doc) = sum over q's tokens t (repeats count) of idf(t) * tf / (tf + k1 (1 - b + b |doc| / avg|doc|))
+    idf(t) = log(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+
+Query tokens absent from the corpus add nothing (bm25s drops them too). bm25s scores in float32,
+this in float64, so scores agree to float32 precision (tests/evaluation/test_bm25.py).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import bm25s
 import numpy as np
+import polars as pl
+import torch
 
-from trackstar_pipeline.evaluation.scorers import RowScorer
+from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
+from trackstar_pipeline.evaluation.running_top_k import Ranking, RunningTopK
+from trackstar_pipeline.evaluation.scorers import RowScorer, matrix_scorer
+
+if TYPE_CHECKING:
+    from trackstar_pipeline.evaluation.stream import ShardRows
 
 
-def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """bm25s's tokenizer with English stopwords, as words (not ids)."""
+    if not len(texts):
+        return []
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
@@ -24,22 +46,103 @@ def query_texts(prompts: Sequence[str], completions: Sequence[str]) -> list[str]
     return [prompt + completion for prompt, completion in zip(prompts, completions)]
 
 
+@dataclass(frozen=True)
+class Bm25Statistics:
+    """Corpus-wide BM25 state: the document count, the total token count and each word's document frequency."""
+
+    n_documents: int
+    total_length: int
+    document_frequency: dict[str, int]
+
+    @property
+    def average_length(self) -> float:
+        return self.total_length / self.n_documents if self.n_documents else 0.0
+
+
+def bm25_statistics(text_blocks: Iterable[Sequence[str]]) -> Bm25Statistics:
+    """The first pass: document frequencies and lengths over blocks of corpus texts."""
+    frequency: Counter[str] = Counter()
+    n_documents = total_length = 0
+    for texts in text_blocks:
+        for tokens in tokenize(texts):
+            frequency.update(set(tokens))
+            total_length += len(tokens)
+        n_documents += len(texts)
+    return Bm25Statistics(n_documents, total_length, dict(frequency))
+
+
+class Bm25Queries:
+    """Every query against the corpus statistics; `scores(texts)` scores one block of corpus rows for all of them."""
+
+    def __init__(self, statistics: Bm25Statistics, texts_of_queries: Sequence[str], k1: float = 1.5,
+                 b: float = 0.75) -> None:
+        self.statistics, self.k1, self.b = statistics, k1, b
+        query_tokens = tokenize(texts_of_queries)
+        frequency = statistics.document_frequency
+        self.vocabulary = sorted({t for tokens in query_tokens for t in tokens if t in frequency})
+        column = {term: i for i, term in enumerate(self.vocabulary)}
+        n = statistics.n_documents
+        self.idf = np.array([np.log(1.0 + (n - frequency[t] + 0.5) / (frequency[t] + 0.5)) for t in self.vocabulary])
+        self.query_counts = np.zeros((len(query_tokens), len(self.vocabulary)))  # (Q, V) repeats count
+        for row, tokens in enumerate(query_tokens):
+            for token in tokens:
+                if token in column:
+                    self.query_counts[row, column[token]] += 1.0
+        self.n_queries = len(query_tokens)
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(Q, n) float64 BM25 scores of every query against one block of corpus texts."""
+        result = np.zeros((self.n_queries, len(texts)))
+        if not len(texts) or not self.vocabulary:
+            return result
+        tokens = pl.DataFrame({"tokens": tokenize(texts)}, schema={"tokens": pl.List(pl.String)}).with_row_index("doc")
+        lengths = tokens["tokens"].list.len().to_numpy().astype(np.float64)  # (n,)
+        terms = pl.DataFrame({"term": self.vocabulary}).with_row_index("column")
+        counts = (tokens.explode("tokens").rename({"tokens": "term"}).join(terms, on="term")
+                  .group_by("doc", "column").len().sort("doc", "column"))  # one row per (document, query word)
+        # sorted, so each document's words are summed in vocabulary order: equal documents score exactly equal
+        doc, col = counts["doc"].to_numpy().astype(np.int64), counts["column"].to_numpy().astype(np.int64)
+        tf = counts["len"].to_numpy().astype(np.float64)
+        norm = self.k1 * (1 - self.b + self.b * lengths[doc] / self.statistics.average_length)
+        weights = self.idf[col] * tf / (tf + norm)  # (nnz,)
+        sparse = torch.sparse_coo_tensor(torch.from_numpy(np.stack([doc, col])), torch.from_numpy(weights),
+                                         (len(texts), len(self.vocabulary)), check_invariants=False)  # (n, V)
+        return torch.sparse.mm(sparse, torch.from_numpy(self.query_counts).T).T.numpy()  # (Q, n)
+
+
 def bm25_scorer(corpus_ids: Sequence[str], corpus_texts: Sequence[str], query_ids: Sequence[str],
                 texts_of_queries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> RowScorer:
-    """Index the corpus once; each query's full score row is computed on demand (sparse, fast)."""
+    """A small in-memory corpus as one block (tests, notebooks); evaluation streams the same scores by shard."""
     if len(corpus_ids) != len(corpus_texts):
         raise ValueError(f"bm25: {len(corpus_ids)} corpus ids but {len(corpus_texts)} texts")
     if len(query_ids) != len(texts_of_queries):
         raise ValueError(f"bm25: {len(query_ids)} query ids but {len(texts_of_queries)} query texts")
-    retriever = bm25s.BM25(k1=k1, b=b)
-    retriever.index(_tokenize(corpus_texts), show_progress=False)
-    query_tokens = _tokenize(texts_of_queries)
-    n_corpus = len(corpus_ids)
+    queries = Bm25Queries(bm25_statistics([corpus_texts]), texts_of_queries, k1, b)
+    return matrix_scorer(query_ids, corpus_ids, queries.scores(corpus_texts), "bm25")
 
-    def row(i: int) -> np.ndarray:
-        tokens = query_tokens[i]
-        if not tokens:  # a query of stopwords only matches nothing
-            return np.zeros(n_corpus)
-        return retriever.get_scores(tokens)  # (N,)
 
-    return RowScorer(query_ids, corpus_ids, row, "bm25")
+def corpus_bm25(corpus: ShardedCorpus, texts_of_queries: Sequence[str]) -> Bm25Queries:
+    """The statistics pass over every shard's text, then the queries ready to score shards."""
+    return Bm25Queries(bm25_statistics(frame["text"].to_list() for frame in corpus.frames(["text"])), texts_of_queries)
+
+
+def bm25_top_k(corpus: ShardedCorpus, query_ids: Sequence[str], texts_of_queries: Sequence[str], k: int,
+               ) -> dict[str, Ranking]:
+    """Each query's k best corpus rows by BM25: two streamed passes (statistics, then scores with a running top-k)."""
+    queries = corpus_bm25(corpus, texts_of_queries)
+    best = RunningTopK(len(query_ids), k)
+    for frame in corpus.frames(["id", "text"]):
+        best.update(queries.scores(frame["text"].to_list()), frame["id"].to_list())
+    return dict(zip(query_ids, best.rankings()))
+
+
+class Bm25Method:
+    """BM25 in evaluation's shard stream (stream.ShardMethod)."""
+
+    name = "bm25"
+
+    def __init__(self, queries: Bm25Queries) -> None:
+        self.queries = queries
+
+    def scores(self, shard: ShardRows) -> np.ndarray:
+        return self.queries.scores(shard.frame["text"].to_list())  # (Q, n)

@@ -1,8 +1,8 @@
 """The evaluation entry point: every method, both settings, all metrics, one report folder.
 
     inputs = EvaluationInputs(
-        corpus, queries, ground_truth, settings,
-        gradients=load_raw_gradients(store, ...),   # what projected_gradients / query_gradients / r_* stored
+        corpus, queries, ground_truth, settings,    # corpus: a ShardedCorpus (or a small frame)
+        gradients=load_table_gradients(store, ...),  # the stored query gradients and R_train / R_eval
         model=model, tokenizer=tokenizer,           # for the new passes (no optimizer, other d), embed, tail-patch
         second_moments=moments,                     # optimizer correction (None: no_optimizer skipped)
         tailpatch=load_tailpatch_setup(model_dir),  # None: tail-patch columns are null
@@ -11,13 +11,22 @@
     )
     result = evaluate(inputs, output_dir)
 
-`corpus` (id, text, facts) and `queries` (id, prompt, completion, fact) are frames as DATA's
-loaders return them; `ground_truth` maps query id -> corpus ids. Methods not given in `methods`
-are built here: trackstar and its ablations from the raw gradients (`ablations.trackstar_scorers`;
-without stored `gradients` one pass computes them), bm25, embed (mean hidden states of
-settings.evaluation.embed_layer), random, and trackstar+bm25 (reciprocal rank fusion). Without a
-model only the given methods, the gradient methods of stored `gradients`, bm25, random and the
-fusion are evaluated.
+The corpus streams shard by shard (`corpus_shards.ShardedCorpus`: id, text, facts and the stored
+raw gradients of one shard at a time); a plain frame is one shard. Memory stays flat in the
+corpus size: only per-query state survives a shard. The passes, each reading only the columns it needs:
+1. ground truth, when not given: the fact column;
+2. statistics: BM25's document frequencies and the row count (text);
+3. closed-set candidates (closed_set.py): which query objects occur (facts), then BM25's top and
+   the same-completion and random draws (text, facts);
+4. the main pass (stream.py): every built method scores each shard once for all evaluated
+   queries, keeping a running top-k and the candidates' scores; a new gradient pass first
+   computes its R_train sample's rows (fetched by position) and every query;
+5. texts (and tail-patch examples) only for the ids the report shows or patches.
+Methods not given in `methods` are built here: trackstar and its ablations from the stored raw
+gradients (`ablations.trackstar_methods`; without stored `gradients` a new pass computes them),
+bm25, embed (mean hidden states of settings.evaluation.embed_layer), random, and trackstar+bm25
+(reciprocal rank fusion). Without a model only the given methods, the gradient methods of stored
+`gradients`, bm25, random and the fusion are evaluated.
 
 All methods rank the same corpus for the same queries: at most settings.evaluation.max_eval_queries
 of them (a seeded sample, corpus order kept); R_eval still averages over every query, as the
@@ -37,15 +46,26 @@ import numpy as np
 import polars as pl
 from torch import nn
 
+from trackstar_pipeline.attribution.curvature import curvature_train_sample
 from trackstar_pipeline.attribution.examples import TokenizedExample, context_length, encode_corpus, encode_queries
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
 from trackstar_pipeline.attribution.projection import stable_seed
-from trackstar_pipeline.evaluation.ablations import RawGradients, gradient_pass, trackstar_scorers
+from trackstar_pipeline.evaluation.ablations import GradientSource, gradient_pass, trackstar_methods
+from trackstar_pipeline.evaluation.bm25 import Bm25Method, Bm25Queries, bm25_statistics, query_texts
 from trackstar_pipeline.evaluation.closed_set import build_candidate_sets, rank_candidates
+from trackstar_pipeline.evaluation.corpus_shards import (
+    ShardedCorpus,
+    count_rows,
+    frame_shards,
+    rows_at_positions,
+    rows_with_ids,
+    streamed_ground_truth,
+)
 from trackstar_pipeline.evaluation.metrics import bucket_of, group_queries, ranking_metrics
-from trackstar_pipeline.evaluation.report import write_report
+from trackstar_pipeline.evaluation.report import EXPLORER_TOP, write_report
 from trackstar_pipeline.evaluation.result import EvaluationResult
-from trackstar_pipeline.evaluation.scorers import FusionScorer, MethodScorer, Ranking, VectorScorer, random_scorer
+from trackstar_pipeline.evaluation.scorers import FusionScorer, MethodScorer, Ranking
+from trackstar_pipeline.evaluation.stream import RandomMethod, ShardMethod, VectorMethod, stream_methods
 from trackstar_pipeline.evaluation.tailpatch import (
     TailPatchEffect,
     TailPatchSetup,
@@ -61,18 +81,23 @@ TABLE_VERSION_UNKNOWN = 0
 """evaluation.json's table_version when the caller has no LanceDB table (plain-file runs)."""
 METHOD_ORDER = ("trackstar", "trackstar_no_optimizer", "trackstar_r_train_only", "trackstar_no_curvature",
                 "trackstar_no_unit_norm", "bm25", "embed", "random", "trackstar+bm25")
+FUSION_DEPTH = 100
+"""Each method's top this many feed trackstar+bm25 (at least top_k)."""
 
 
 @dataclass(frozen=True)
 class EvaluationInputs:
     """Everything evaluate() reads: the data, the settings, and what earlier steps already computed."""
 
-    corpus: pl.DataFrame
+    corpus: ShardedCorpus | pl.DataFrame
+    """The corpus by shard (id, text, facts; stored raw gradients per shard); a frame is one shard."""
     queries: pl.DataFrame
-    ground_truth: Mapping[str, Sequence[str]]
+    ground_truth: Mapping[str, Sequence[str]] | None
+    """Query id -> corpus ids; None: from the corpus's fact column, read per shard."""
     settings: PipelineSettings
-    gradients: RawGradients | None = None
-    """Raw gradients at the table's (d, correction) with R_train / R_eval; None: computed from `model`."""
+    gradients: GradientSource | None = None
+    """Stored raw query gradients at the table's (d, correction) with R_train / R_eval, the corpus's read per
+    shard; None: computed from `model`."""
     model: nn.Module | None = None
     tokenizer: Any = None
     second_moments: SecondMoments | None = None
@@ -96,56 +121,102 @@ def sample_queries(queries: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame
     return queries[chosen]
 
 
-def _encode(inputs: EvaluationInputs) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
-    """The corpus and every query tokenized as the gradient assets tokenize them."""
-    attribution, corpus, queries = inputs.settings.attribution, inputs.corpus, inputs.queries
-    max_length = context_length(inputs.model, attribution.max_length)
-    corpus_batch = encode_corpus(corpus["id"].to_list(), corpus["text"].to_list(), inputs.tokenizer, max_length,
-                                 attribution.overlength)
-    query_batch = encode_queries(queries["id"].to_list(), queries["prompt"].to_list(),
-                                 queries["completion"].to_list(), inputs.tokenizer, max_length, attribution.overlength)
-    return corpus_batch.examples, query_batch.examples
+class _Encoder:
+    """Tokenizes corpus rows and queries as the gradient assets do."""
+
+    def __init__(self, inputs: EvaluationInputs) -> None:
+        self.tokenizer, self.attribution = inputs.tokenizer, inputs.settings.attribution
+        self.max_length = context_length(inputs.model, self.attribution.max_length)
+
+    def corpus(self, frame: pl.DataFrame) -> list[TokenizedExample]:
+        return encode_corpus(frame["id"].to_list(), frame["text"].to_list(), self.tokenizer, self.max_length,
+                             self.attribution.overlength).examples
+
+    def queries(self, queries: pl.DataFrame) -> list[TokenizedExample]:
+        return encode_queries(queries["id"].to_list(), queries["prompt"].to_list(), queries["completion"].to_list(),
+                              self.tokenizer, self.max_length, self.attribution.overlength).examples
 
 
-def build_methods(inputs: EvaluationInputs, sample: pl.DataFrame, corpus_examples: Sequence[TokenizedExample] | None,
-                  query_examples: Sequence[TokenizedExample] | None, progress: Callable[[str], None] = print,
-                  ) -> tuple[dict[str, MethodScorer], float | None]:
-    """Every method not in inputs.methods, for the sampled queries: (name -> scorer, lambda used or None)."""
-    from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
+def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: int, query_ids: Sequence[str],
+                   encoder: _Encoder | None, query_examples: Sequence[TokenizedExample] | None,
+                   progress: Callable[[str], None]) -> tuple[dict[str, ShardMethod], dict[str, str], float | None]:
+    """TrackStar, its ablations, the d sweep and embed: (name -> streamed method, alias -> name, lambda used)."""
+    settings, model = inputs.settings, inputs.model
+    attribution = settings.attribution
+    new_pass = None
+    if model is not None:
+        sample_cache: list[list[TokenizedExample]] = []
 
-    settings, model, corpus = inputs.settings, inputs.model, inputs.corpus
-    methods: dict[str, MethodScorer] = dict(inputs.methods or {})
-    corpus_ids, query_ids = corpus["id"].to_list(), sample["id"].to_list()
-    gradients, lambda_used = inputs.gradients, None
-    if gradients is None and model is not None:
-        gradients = gradient_pass(model, corpus_examples, query_examples, settings.attribution, inputs.second_moments,
-                                  progress)
+        def sample_examples() -> list[TokenizedExample]:
+            """The R_train sample's rows (curvature_train_sample's rule over the corpus order), tokenized once."""
+            if not sample_cache:
+                positions = curvature_train_sample(n_corpus, attribution.curvature_train_samples,
+                                                   attribution.projection_seed).tolist()
+                sample_cache.append(encoder.corpus(rows_at_positions(corpus, positions, ["id", "text"])))
+            return sample_cache[0]
+
+        def new_pass(variant_settings, moments) -> GradientSource:
+            return gradient_pass(model, query_examples, sample_examples, variant_settings, moments, progress)
+
+    gradients = inputs.gradients
+    if gradients is None and new_pass is not None:
+        gradients = new_pass(attribution, inputs.second_moments)
+    methods: dict[str, ShardMethod] = {}
+    aliases: dict[str, str] = {}
+    lambda_used = None
     if gradients is not None:
-        scorers, lambda_used = trackstar_scorers(gradients, query_ids, settings.attribution, model, corpus_examples,
-                                                 query_examples, inputs.second_moments,
-                                                 settings.evaluation.projection_dim_sweep, progress)
-        for name, scorer in scorers.items():
-            methods.setdefault(name, scorer)
-    if model is not None and "embed" not in methods:
+        built, aliases, lambda_used = trackstar_methods(gradients, query_ids, attribution, new_pass,
+                                                        inputs.second_moments, settings.evaluation.projection_dim_sweep)
+        methods.update(built)
+    if model is not None:
         from trackstar_pipeline.evaluation.embedding import mean_hidden_states
 
         progress(f"embedding baseline: layer {settings.evaluation.embed_layer}")
-        layer, batch = settings.evaluation.embed_layer, settings.attribution.batch_size
-        sampled = set(query_ids)
-        evaluated = [example for example in query_examples if example.example_id in sampled]
-        methods["embed"] = VectorScorer(
-            [e.example_id for e in evaluated], mean_hidden_states(model, evaluated, layer, batch),
-            [e.example_id for e in corpus_examples], mean_hidden_states(model, corpus_examples, layer, batch),
-            name="embed")
-    if "bm25" not in methods:
-        methods["bm25"] = bm25_scorer(corpus_ids, corpus["text"].to_list(), query_ids,
-                                      query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
-    methods.setdefault("random", random_scorer(query_ids, corpus_ids, settings.evaluation.seed))
+        layer, batch = settings.evaluation.embed_layer, attribution.batch_size
+        row = {example.example_id: example for example in query_examples}
+        queries = mean_hidden_states(model, [row[q] for q in query_ids], layer, batch)  # (Q_eval, H)
+        methods["embed"] = VectorMethod("embed", queries, lambda shard: shard.cached(
+            "embed", lambda: mean_hidden_states(model, shard.examples, layer, batch)))  # (n, H)
+    return methods, aliases, lambda_used
+
+
+def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.DataFrame,
+                  ground_truth: Mapping[str, Sequence[str]], progress: Callable[[str], None] = print,
+                  ) -> tuple[dict[str, MethodScorer], dict[str, list[str]], int, float | None]:
+    """Every method (given ones kept, the rest streamed), the closed-set candidates, the corpus size, lambda used."""
+    settings = inputs.settings
+    evaluation = settings.evaluation
+    given: dict[str, MethodScorer] = dict(inputs.methods or {})
+    query_ids = sample["id"].to_list()
+    bm25 = None
+    if "bm25" not in given:
+        statistics = bm25_statistics(frame["text"].to_list()
+                                     for frame in corpus.frames(["text"], progress, "statistics pass (BM25)"))
+        bm25 = Bm25Queries(statistics, query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
+        n_corpus = statistics.n_documents
+    else:
+        n_corpus = count_rows(corpus)
+    encoder = _Encoder(inputs) if inputs.model is not None else None
+    query_examples = encoder.queries(inputs.queries) if encoder is not None else None
+    streamed, aliases, lambda_used = _model_methods(inputs, corpus, n_corpus, query_ids, encoder, query_examples,
+                                                    progress)
+    if bm25 is not None:
+        streamed["bm25"] = Bm25Method(bm25)
+    streamed.setdefault("random", RandomMethod(query_ids, evaluation.seed))
+    streamed = {name: method for name, method in streamed.items() if name not in given}
+    bm25_top = bm25 if bm25 is not None else given["bm25"].top_k(evaluation.closed_set_bm25)
+    candidates = build_candidate_sets(corpus, sample, ground_truth, bm25_top, evaluation.closed_set_bm25,
+                                      evaluation.closed_set_same_completion, evaluation.closed_set_random,
+                                      evaluation.seed, progress)
+    depth = max(evaluation.top_k, FUSION_DEPTH)
+    found = stream_methods(corpus, list(streamed.values()), query_ids, depth, candidates,
+                           encoder.corpus if encoder is not None else None, progress)
+    methods: dict[str, MethodScorer] = {**found, **given}
+    methods.update({alias: methods[target] for alias, target in aliases.items() if alias not in given})
     if "trackstar" in methods and "trackstar+bm25" not in methods:
-        methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]],
-                                                 rrf_k=settings.evaluation.rrf_k,
-                                                 depth=max(settings.evaluation.top_k, 100), query_ids=query_ids)
-    return methods, lambda_used
+        methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]], rrf_k=evaluation.rrf_k,
+                                                 depth=depth, query_ids=query_ids)
+    return methods, candidates, n_corpus, lambda_used
 
 
 def _restrict(rankings: Mapping[str, Ranking], query_ids: Sequence[str]) -> dict[str, Ranking]:
@@ -170,13 +241,12 @@ def _split_metrics(rankings: Mapping[str, dict[str, Ranking]], ground_truth: Map
 
 
 def _tailpatch(inputs: EvaluationInputs, rankings: Mapping[str, Mapping[str, Mapping[str, Ranking]]],
-               query_ids: Sequence[str], corpus_examples: Sequence[TokenizedExample],
-               query_examples: Sequence[TokenizedExample], progress: Callable[[str], None],
+               query_ids: Sequence[str], texts: pl.DataFrame, progress: Callable[[str], None],
                ) -> dict[tuple[str, str], TailPatchEffect]:
     """One optimizer step per distinct top proponent of the first tailpatch_queries queries, any method."""
     evaluation = inputs.settings.evaluation
     ks = tuple(evaluation.tailpatch_k)
-    if inputs.tailpatch is None or inputs.model is None or not ks:
+    if not ks:
         return {}
     patched = set(query_ids[: evaluation.tailpatch_queries])
     work = proponent_targets(
@@ -189,41 +259,48 @@ def _tailpatch(inputs: EvaluationInputs, rankings: Mapping[str, Mapping[str, Map
         if done % 200 == 0 or done == total:
             progress(f"tail-patch {done}/{total} proponents")
 
-    return tailpatch_effects(inputs.model, inputs.tailpatch, {e.example_id: e for e in corpus_examples}, work,
-                             {e.example_id: e for e in query_examples}, inputs.settings.attribution.batch_size,
-                             report_steps)
+    encoder = _Encoder(inputs)
+    proponents = encoder.corpus(texts.filter(pl.col("id").is_in(pl.Series(list(work), dtype=pl.String).implode())))
+    queries = encoder.queries(inputs.queries.filter(pl.col("id").is_in(pl.Series(list(patched),
+                                                                                 dtype=pl.String).implode())))
+    return tailpatch_effects(inputs.model, inputs.tailpatch, {e.example_id: e for e in proponents}, work,
+                             {e.example_id: e for e in queries}, inputs.settings.attribution.batch_size, report_steps)
+
+
+def _shown_ids(rankings: Mapping[str, Mapping[str, Mapping[str, Ranking]]], ground_truth: Mapping[str, Sequence[str]],
+               query_ids: Sequence[str], depth: int) -> set[str]:
+    """The corpus ids whose text the report shows or tail-patch steps on: each ranking's top `depth`, ground truth."""
+    shown = {corpus_id for per_method in rankings.values() for per_query in per_method.values()
+             for ranking in per_query.values() for corpus_id, _ in ranking[:depth]}
+    return shown | {corpus_id for q in query_ids for corpus_id in ground_truth.get(q, [])[:EXPLORER_TOP]}
 
 
 def evaluate(inputs: EvaluationInputs, output_dir: str | Path, progress: Callable[[str], None] = print,
              ) -> EvaluationResult:
     """Evaluate every method on the open and closed set, write the report folder, return the numbers."""
     started = time.perf_counter()
-    settings, corpus, queries = inputs.settings, inputs.corpus, inputs.queries
+    settings, queries = inputs.settings, inputs.queries
     evaluation = settings.evaluation
-    ground_truth = {query_id: list(ids) for query_id, ids in inputs.ground_truth.items()}
+    corpus = frame_shards(inputs.corpus) if isinstance(inputs.corpus, pl.DataFrame) else inputs.corpus
+    if inputs.model is not None and inputs.tokenizer is None:
+        raise ValueError("EvaluationInputs: give `tokenizer` with `model` (to tokenize the corpus and queries)")
     sample = sample_queries(queries, evaluation.max_eval_queries, evaluation.seed)
     query_ids = sample["id"].to_list()
-    progress(f"evaluating {len(query_ids)} of {queries.height} queries against {corpus.height} corpus rows")
-    corpus_examples = query_examples = None
-    if inputs.model is not None:
-        if inputs.tokenizer is None:
-            raise ValueError("EvaluationInputs: give `tokenizer` with `model` (to tokenize the corpus and queries)")
-        corpus_examples, query_examples = _encode(inputs)
-    built, built_lambda = build_methods(inputs, sample, corpus_examples, query_examples, progress)
+    if inputs.ground_truth is None:
+        ground_truth = streamed_ground_truth(corpus, dict(zip(query_ids, sample["fact"].to_list())), progress)
+    else:
+        ground_truth = {query_id: list(ids) for query_id, ids in inputs.ground_truth.items()}
+    progress(f"evaluating {len(query_ids)} of {queries.height} queries against {len(corpus.names)} corpus shards")
+    built, candidates, n_corpus, built_lambda = build_methods(inputs, corpus, sample, ground_truth, progress)
 
-    open_set: dict[str, dict[str, Ranking]] = {}
-    for name, scorer in built.items():
-        progress(f"open set: ranking the corpus with {name}")
-        open_set[name] = _restrict(scorer.top_k(evaluation.top_k), query_ids)
-    bm25_top = open_set["bm25"] if evaluation.top_k >= evaluation.closed_set_bm25 else \
-        _restrict(built["bm25"].top_k(evaluation.closed_set_bm25), query_ids)
-    candidates = build_candidate_sets(corpus, sample, ground_truth, bm25_top, evaluation.closed_set_bm25,
-                                      evaluation.closed_set_same_completion, evaluation.closed_set_random,
-                                      evaluation.seed)
+    open_set = {name: _restrict(scorer.top_k(evaluation.top_k), query_ids) for name, scorer in built.items()}
     closed_set = {name: _restrict(rank_candidates(scorer, candidates, evaluation.top_k), query_ids)
                   for name, scorer in built.items()}
     rankings = {"open_set": open_set, "closed_set": closed_set}
-    effects = _tailpatch(inputs, rankings, query_ids, corpus_examples, query_examples, progress)
+    patching = inputs.tailpatch is not None and inputs.model is not None
+    depth = max(EXPLORER_TOP, max(evaluation.tailpatch_k, default=0) if patching else 0)
+    texts = rows_with_ids(corpus, _shown_ids(rankings, ground_truth, query_ids, depth), ["text"], progress)
+    effects = _tailpatch(inputs, rankings, query_ids, texts, progress) if patching else {}
 
     counts = {query_id: len(ground_truth.get(query_id, [])) for query_id in query_ids}
     fact_correct = inputs.fact_correct
@@ -234,21 +311,20 @@ def evaluate(inputs: EvaluationInputs, output_dir: str | Path, progress: Callabl
                   dtype=pl.Boolean),
     )
     lambda_used = inputs.lambda_used if inputs.lambda_used is not None else built_lambda
-    summary = _summary(inputs, sample, ground_truth, rankings, effects, lambda_used)
+    summary = _summary(inputs, n_corpus, sample, ground_truth, rankings, effects, lambda_used)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     result = EvaluationResult(summary, rankings, candidates, effects, sample,
-                              dict(zip(corpus["id"].to_list(), corpus["text"].to_list())), ground_truth)
+                              dict(zip(texts["id"].to_list(), texts["text"].to_list())), ground_truth)
     result.files = write_report(result, Path(output_dir))
     progress(f"evaluation report written to {output_dir}")
     return result
 
 
-def _summary(inputs: EvaluationInputs, sample: pl.DataFrame, ground_truth: Mapping[str, Sequence[str]],
+def _summary(inputs: EvaluationInputs, n_corpus: int, sample: pl.DataFrame, ground_truth: Mapping[str, Sequence[str]],
              rankings: Mapping[str, Mapping[str, Mapping[str, Ranking]]],
              effects: Mapping[tuple[str, str], TailPatchEffect], lambda_used: float | None) -> dict[str, Any]:
     """The evaluation.json payload (issue 5's shape plus splits and provenance)."""
-    settings, corpus, queries, model, tailpatch = (inputs.settings, inputs.corpus, inputs.queries, inputs.model,
-                                                   inputs.tailpatch)
+    settings, queries, model, tailpatch = inputs.settings, inputs.queries, inputs.model, inputs.tailpatch
     fact_correct, fact_recall, table_version = inputs.fact_correct, inputs.fact_recall, inputs.table_version
     ks = tuple(settings.evaluation.tailpatch_k)
     query_ids = sample["id"].to_list()
@@ -265,7 +341,7 @@ def _summary(inputs: EvaluationInputs, sample: pl.DataFrame, ground_truth: Mappi
     summary: dict[str, Any] = {
         "n_queries": len(query_ids),
         "n_queries_total": queries.height,
-        "n_corpus": corpus.height,
+        "n_corpus": n_corpus,
         "model": info,
         "settings": {"projection_dim": attribution.projection_dim, "lambda": numeric_lambda,
                      "lambda_setting": attribution.lambda_mix, "curvature": attribution.curvature,

@@ -3,6 +3,8 @@
 The open set needs each method's top-k over the corpus; the closed set needs the same method's
 scores for a per-query list of candidates. A `MethodScorer` answers both, so every method
 (TrackStar and its ablations, BM25, embeddings, random, fusion) is evaluated by the same code.
+The methods evaluation builds itself are streamed over the corpus shards (stream.py) and answer
+through `stream.StreamedScores`; the scorers here serve given methods and small in-memory corpora.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
-import torch
 
-from trackstar_pipeline.attribution.projection import stable_seed
 
 Ranking = list[tuple[str, float]]
 
@@ -87,45 +87,11 @@ def matrix_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], scores: n
 
 
 def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int) -> RowScorer:
-    """Uniform random scores, reproducible per (seed, query id) and independent of query order."""
-    n = len(corpus_ids)
-    ids = list(query_ids)
-    return RowScorer(ids, corpus_ids, lambda i: np.random.default_rng(stable_seed(seed, f"random:{ids[i]}")).random(n), "random")
+    """Uniform random scores, reproducible per (seed, query id, corpus id): independent of query and corpus order."""
+    from trackstar_pipeline.evaluation.seeded_random import id_keys, random_scores
 
-
-class VectorScorer:
-    """Dot products of query vectors with corpus vectors (TrackStar variants, embeddings)."""
-
-    def __init__(self, query_ids: Sequence[str], query_vectors: torch.Tensor, corpus_ids: Sequence[str],
-                 corpus_vectors: torch.Tensor, block_size: int = 8192, name: str = "vectors") -> None:
-        if query_vectors.shape[0] != len(query_ids) or corpus_vectors.shape[0] != len(corpus_ids):
-            raise ValueError(f"{name}: {query_vectors.shape[0]} query vectors for {len(query_ids)} ids, "
-                             f"{corpus_vectors.shape[0]} corpus vectors for {len(corpus_ids)} ids")
-        if query_vectors.shape[1] != corpus_vectors.shape[1]:
-            raise ValueError(f"{name}: query dim {query_vectors.shape[1]} != corpus dim {corpus_vectors.shape[1]}")
-        self.query_ids = list(query_ids)
-        self.corpus_ids = list(corpus_ids)
-        self.query_vectors = query_vectors.float()  # (Q, d)
-        self.corpus_vectors = corpus_vectors.float()  # (N, d)
-        self._corpus_index = _index_of(self.corpus_ids)
-        self._query_index = {query_id: i for i, query_id in enumerate(self.query_ids)}
-        self.block_size = block_size
-        self.name = name
-
-    def top_k(self, k: int) -> dict[str, Ranking]:
-        from trackstar_pipeline.attribution.scoring import top_k_proponents
-
-        blocks = (
-            (self.corpus_ids[start:start + self.block_size], self.corpus_vectors[start:start + self.block_size])
-            for start in range(0, len(self.corpus_ids), self.block_size)
-        )
-        per_query = top_k_proponents(self.query_vectors, blocks, k)
-        return {query_id: list(ranking) for query_id, ranking in zip(self.query_ids, per_query)}
-
-    def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
-        rows = torch.from_numpy(_positions(self._corpus_index, candidate_ids, self.name))
-        query = self.query_vectors[self._query_index[query_id]]  # (d,)
-        return (self.corpus_vectors[rows] @ query).double().numpy()  # (C,)
+    ids, keys = list(query_ids), id_keys(corpus_ids)
+    return RowScorer(ids, corpus_ids, lambda i: random_scores(seed, [ids[i]], keys)[0], "random")
 
 
 def _rank_positions(scores: np.ndarray) -> np.ndarray:

@@ -162,29 +162,38 @@ def checkpoint_curvature_blocks(store: ObjectStore, storage: StorageSettings, at
     return model_curvature_blocks(model, attribution)
 
 
-def load_raw_gradients(store: ObjectStore, storage: StorageSettings, shards: list[str]) -> Any:
-    """What the gradient and curvature assets stored, as evaluation's RawGradients (no gradient pass).
+def stored_corpus(store: ObjectStore, shards: list[str]) -> Any:
+    """The tokenized corpus shards and their stored raw gradients as evaluation's ShardedCorpus, read one shard at a
+    time (in `shards` order: the registered shards, sorted, which is r_train's sample order)."""
+    import io
 
-    Corpus rows follow `shards` in order (the registered shards, sorted: r_train's sample order).
-    """
-    import numpy as np
+    from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
+
+    def read(shard: str, columns: Any) -> pl.DataFrame:
+        stored = ["example_id" if column == "id" else column for column in columns]
+        data = io.BytesIO(store.get_bytes(layout.tokenized_shard_key(shard)))
+        present = pl.read_parquet_schema(data)
+        frame = pl.read_parquet(data, columns=[c for c in stored if c in present])  # only what the pass reads
+        return frame.rename({"example_id": "id"}, strict=False)
+
+    def read_gradients(shard: str) -> tuple[list[str], Any]:
+        return layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (n, d)
+
+    return ShardedCorpus(list(shards), read, read_gradients)
+
+
+def load_table_gradients(store: ObjectStore, storage: StorageSettings) -> Any:
+    """What query_gradients and the curvature assets stored, as evaluation's GradientSource (no gradient pass);
+    the corpus's raw gradients come with each shard (stored_corpus)."""
     import torch
 
-    from trackstar_pipeline.evaluation.ablations import RawGradients
+    from trackstar_pipeline.evaluation.ablations import GradientSource
 
-    corpus_ids: list[str] = []
-    blocks = []
-    for shard in shards:
-        ids, vectors = layout.get_vectors(store, layout.train_gradients_prefix(shard))  # (N_shard, d)
-        corpus_ids.extend(ids)
-        blocks.append(vectors)
     query_ids, queries = layout.get_vectors(store, layout.QUERY_GRADIENTS)  # (Q, d)
     curvature = layout.get_json(store, layout.CURVATURE_MANIFEST).get("enabled", False)
     r_train = load_curvature_matrix(store, storage, layout.R_TRAIN) if curvature else None
     r_eval = load_curvature_matrix(store, storage, layout.R_EVAL) if curvature else None
-    corpus = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros((0, queries.shape[1]), np.float32))
-    return RawGradients(corpus_ids, corpus, query_ids, torch.from_numpy(queries),  # (N, d), (Q, d)
-                        r_train, r_eval)
+    return GradientSource(query_ids, torch.from_numpy(queries), r_train, r_eval)  # (Q, d)
 
 
 def load_query_vectors(store: ObjectStore, storage: StorageSettings, unit_normalize: bool) -> tuple[list[str], Any]:
