@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribution_helpers import TEXTS, adafactor, make_tokenizer, query_examples, saved_optimizer_state, tiny_llama
+from attribution_helpers import (TEXTS, adafactor, make_tokenizer, query_examples, saved_optimizer_state, tiny_gpt2,
+                                 tiny_llama, tiny_neox)
 from trackstar_pipeline.attribution import precision
 from trackstar_pipeline.attribution.examples import encode_corpus
 from trackstar_pipeline.attribution.gradients import build_plans, collect_gradients, collection_dtype, hooked_modules
@@ -99,3 +100,16 @@ def test_bfloat16_vectors_agree_with_float32_ones(tmp_path):
         assert torch.nn.functional.cosine_similarity(exact, half, dim=1).min() >= 0.99
     overlaps = [len(a & b) for a, b in zip(_top10(*vectors["float32"]), _top10(*vectors["bfloat16"]))]
     assert min(overlaps) >= 8, overlaps
+
+
+@pytest.mark.parametrize("build, with_bos", [(tiny_llama, True), (tiny_gpt2, False), (tiny_neox, False)])
+def test_bfloat16_covers_every_hooked_kind(build, with_bos):
+    """Linear, GPT-2 Conv1D, the embedding (a row gather of bfloat16 P_in) and the output head under autocast."""
+    tokenizer = make_tokenizer(with_bos)
+    model = build(len(tokenizer))
+    examples = query_examples(tokenizer)
+    vectors = [collect_gradients(model, examples, AttributionSettings(projection_dim=777, include_embedding=True,
+                                                                      include_lm_head=True, precision=name))
+               for name in ("float32", "bfloat16")]
+    assert not torch.equal(*vectors)
+    assert torch.nn.functional.cosine_similarity(*vectors, dim=1).min() >= 0.99
