@@ -374,6 +374,7 @@ def time_all(args: argparse.Namespace, workdir: Path, spec: dict, model, example
         our_pass(model, examples[: args.batch_size], settings[mode])
     for repeat in range(args.repeats):
         for mode in MODES:
+            done = len(timings.seconds[mode])
             if mode in OURS_PRECISION:
                 timings.add_ours(mode, model, examples, settings[mode])
             elif mode in workers and mode not in timings.errors:
@@ -386,6 +387,9 @@ def time_all(args: argparse.Namespace, workdir: Path, spec: dict, model, example
                     continue
                 timings.add(mode, reply["seconds"], reply["cpu_seconds"])
                 timings.bergson_info = reply
+            if len(timings.seconds[mode]) > done:  # progress: a killed run still leaves its passes in the log
+                print(f"  pass {repeat + 1}/{args.repeats} {mode}: {timings.seconds[mode][-1]:.2f} s wall, "
+                      f"{timings.cpu[mode][-1]:.2f} s CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
     if BERGSON_FP32 in workers and BERGSON_FP32 not in timings.errors and exact_n:
         try:
             workers[BERGSON_FP32].run({"name": "exact", "split": f"train[:{exact_n}]", "k": 0, "save_as": "exact.npy"})
