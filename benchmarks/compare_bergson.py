@@ -1,10 +1,14 @@
 """Time our gradient collection against bergson's on the same model, data and projection size.
 
-bergson (EleutherAI) runs in its own virtual environment as a subprocess (`--bergson-python`);
-this script builds a ~5M-parameter random Llama, a tokenizer and a corpus in `--workdir`, times
-bergson's gradient pass and ours on the same token ids, prints examples/s and the ratio
-ours/bergson, and checks that the two tools agree: element by element without projection on a
-small subset, and in structure (Spearman of pairwise cosines) when projected.
+bergson (EleutherAI) runs in its own virtual environment as subprocesses (`--bergson-python`);
+this script builds random Llamas (5M and 63M parameters), a tokenizer and a corpus in `--workdir`,
+and times four passes on the same token ids, interleaved: bergson at its default precision (fp32)
+and at precision "bf16" (its model weights in bfloat16), ours at precision float32 and at auto
+(bfloat16 autocast on hardware with fast bfloat16, float32 elsewhere). It prints examples/s, the
+like-for-like ratios (ours float32 / bergson fp32, ours bf16 / bergson bf16) and last the defaults
+ratio ours(auto) / bergson(default), and checks that the two tools agree: element by element
+without projection on a small subset (float32), and in structure (Spearman of pairwise cosines)
+when projected.
 
     python benchmarks/compare_bergson.py                       # defaults: 512 examples, k=16
     python benchmarks/compare_bergson.py --n-examples 128 --workdir /tmp/cmp --keep-workdir
@@ -35,6 +39,7 @@ from transformers.utils import logging as transformers_logging
 
 from trackstar_pipeline.attribution.examples import TokenizedExample, encode_corpus
 from trackstar_pipeline.attribution.gradients import collect_gradients, hooked_modules
+from trackstar_pipeline.attribution.precision import autocast_dtype, has_fast_bfloat16
 from trackstar_pipeline.settings import AttributionSettings
 
 VOCAB_SIZE = 4096
@@ -68,7 +73,7 @@ from bergson.utils.worker_utils import create_processor, setup_data_pipeline, se
 
 def index_config(run_path, split, k):
     return IndexConfig(
-        run_path=run_path, overwrite=True, model=spec["model_dir"], precision="fp32",
+        run_path=run_path, overwrite=True, model=spec["model_dir"], precision=spec["precision"],
         data=DataConfig(dataset=spec["data_path"], split=split),
         projection_dim=k, projection_seed=spec["seed"], projection_type="rademacher",
         token_batch_size=spec["batch_size"] * spec["seq_len"], max_batch_size=spec["batch_size"],
@@ -186,14 +191,14 @@ class BergsonUnavailable(RuntimeError):
 class BergsonWorker:
     """BERGSON_RUNNER in bergson's interpreter, fed one pass at a time so passes can alternate."""
 
-    def __init__(self, python: str, workdir: Path, spec: dict, threads: int):
+    def __init__(self, python: str, workdir: Path, spec: dict, threads: int, precision: str):
         if not Path(python).exists():
             raise BergsonUnavailable(f"{python} does not exist; pass --bergson-python")
-        self.out_dir = workdir / "bergson"
+        self.out_dir = workdir / f"bergson-{precision}"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / "bergson.log"
-        spec_path, runner_path = workdir / "bergson_spec.json", workdir / "bergson_runner.py"
-        spec_path.write_text(json.dumps(dict(spec, out_dir=str(self.out_dir), threads=threads,
+        self.log_path = workdir / f"bergson-{precision}.log"
+        spec_path, runner_path = workdir / f"bergson_spec-{precision}.json", workdir / "bergson_runner.py"
+        spec_path.write_text(json.dumps(dict(spec, out_dir=str(self.out_dir), threads=threads, precision=precision,
                                              reply_tag=REPLY_TAG)))
         runner_path.write_text(BERGSON_RUNNER)
         env = dict(os.environ, **OFFLINE_ENV, HF_HOME=str(workdir / "hf_home"), OMP_NUM_THREADS=str(threads),
@@ -313,56 +318,85 @@ def main(argv: list[str] | None = None) -> int:
             print(f"workdir kept: {workdir}")
 
 
+OURS_FP32, OURS_AUTO, BERGSON_FP32, BERGSON_BF16 = "ours float32", "ours auto", "bergson fp32", "bergson bf16"
+BERGSON_PRECISION = {BERGSON_FP32: "fp32", BERGSON_BF16: "bf16"}
+OURS_PRECISION = {OURS_FP32: "float32", OURS_AUTO: "auto"}
+
+
 @dataclasses.dataclass
 class Timings:
-    """Wall and CPU seconds of each timed pass, per tool, and our last vectors."""
+    """Wall and CPU seconds of each timed pass per mode (ours float32/auto, bergson fp32/bf16), our last
+    vectors per mode, and why a bergson mode did not run."""
 
-    ours_seconds: list[float] = dataclasses.field(default_factory=list)
-    ours_cpu: list[float] = dataclasses.field(default_factory=list)
-    bergson_seconds: list[float] = dataclasses.field(default_factory=list)
-    bergson_cpu: list[float] = dataclasses.field(default_factory=list)
+    seconds: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {mode: [] for mode in MODES})
+    cpu: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {mode: [] for mode in MODES})
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
     bergson_info: dict = dataclasses.field(default_factory=dict)
-    bergson_error: str = ""
     exact_error: str = ""
-    ours: torch.Tensor | None = None  # (N, d) from the last timed pass
+    ours: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # mode -> (N, d), last timed pass
 
-    def add_ours(self, model, examples: list[TokenizedExample], settings: AttributionSettings) -> None:
-        seconds, cpu_seconds, self.ours = our_pass(model, examples, settings)
-        self.ours_seconds.append(seconds)
-        self.ours_cpu.append(cpu_seconds)
+    def add(self, mode: str, seconds: float, cpu_seconds: float) -> None:
+        self.seconds[mode].append(seconds)
+        self.cpu[mode].append(cpu_seconds)
+
+    def add_ours(self, mode: str, model, examples: list[TokenizedExample], settings: AttributionSettings) -> None:
+        seconds, cpu_seconds, self.ours[mode] = our_pass(model, examples, settings)
+        self.add(mode, seconds, cpu_seconds)
+
+    def best_rate(self, mode: str, n_examples: int) -> float | None:
+        """Examples/s of the mode's fastest pass, None when it did not run."""
+        return n_examples / min(self.seconds[mode]) if self.seconds[mode] and mode not in self.errors else None
 
 
-def time_both(args: argparse.Namespace, workdir: Path, spec: dict, model, examples: list[TokenizedExample],
-              settings: AttributionSettings, exact_n: int) -> Timings:
-    """Warm up both tools, then alternate timed passes so background load hits both alike."""
-    timings = Timings()
-    try:
-        bergson = BergsonWorker(args.bergson_python, workdir, spec, args.threads)
-    except BergsonUnavailable as error:
-        bergson, timings.bergson_error = None, str(error)
-    try:
-        our_pass(model, examples[: args.batch_size], settings)
-        if bergson is not None:
-            bergson.run({"name": "warmup", "split": f"train[:{args.batch_size}]", "k": args.k})
-        for repeat in range(args.repeats):
-            if bergson is not None:
-                save_as = "projected.npy" if repeat == args.repeats - 1 else None
-                reply = bergson.run({"name": f"timed{repeat}", "split": "train", "k": args.k, "save_as": save_as})
-                timings.bergson_seconds.append(reply["seconds"])
-                timings.bergson_cpu.append(reply["cpu_seconds"])
-                timings.bergson_info = reply
-            timings.add_ours(model, examples, settings)
-    except BergsonUnavailable as error:
-        timings.bergson_error = str(error)
-    if bergson is not None and not timings.bergson_error and exact_n:
+MODES = (BERGSON_FP32, OURS_FP32, BERGSON_BF16, OURS_AUTO)
+
+
+def start_bergson(args: argparse.Namespace, workdir: Path, spec: dict, timings: Timings) -> dict:
+    """One bergson runner per precision (a failing bf16 path must not take the fp32 one down), warmed up."""
+    workers = {}
+    for mode, precision in BERGSON_PRECISION.items():
         try:
-            bergson.run({"name": "exact", "split": f"train[:{exact_n}]", "k": 0, "save_as": "exact.npy"})
+            workers[mode] = BergsonWorker(args.bergson_python, workdir, spec, args.threads, precision)
+            workers[mode].run({"name": "warmup", "split": f"train[:{args.batch_size}]", "k": args.k})
+        except BergsonUnavailable as error:
+            timings.errors[mode] = str(error)
+            workers.pop(mode, None)
+    return workers
+
+
+def time_all(args: argparse.Namespace, workdir: Path, spec: dict, model, examples: list[TokenizedExample],
+             settings: dict[str, AttributionSettings], exact_n: int) -> Timings:
+    """Warm up every mode, then alternate timed passes (ours float32/auto, bergson fp32/bf16) so background
+    load hits all of them alike."""
+    timings = Timings()
+    workers = start_bergson(args, workdir, spec, timings)
+    for mode in OURS_PRECISION:
+        our_pass(model, examples[: args.batch_size], settings[mode])
+    for repeat in range(args.repeats):
+        for mode in MODES:
+            done = len(timings.seconds[mode])
+            if mode in OURS_PRECISION:
+                timings.add_ours(mode, model, examples, settings[mode])
+            elif mode in workers and mode not in timings.errors:
+                save_as = "projected.npy" if repeat == args.repeats - 1 else None
+                try:
+                    reply = workers[mode].run({"name": f"timed{repeat}", "split": "train", "k": args.k,
+                                               "save_as": save_as})
+                except BergsonUnavailable as error:
+                    timings.errors[mode] = str(error)
+                    continue
+                timings.add(mode, reply["seconds"], reply["cpu_seconds"])
+                timings.bergson_info = reply
+            if len(timings.seconds[mode]) > done:  # progress: a killed run still leaves its passes in the log
+                print(f"  pass {repeat + 1}/{args.repeats} {mode}: {timings.seconds[mode][-1]:.2f} s wall, "
+                      f"{timings.cpu[mode][-1]:.2f} s CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
+    if BERGSON_FP32 in workers and BERGSON_FP32 not in timings.errors and exact_n:
+        try:
+            workers[BERGSON_FP32].run({"name": "exact", "split": f"train[:{exact_n}]", "k": 0, "save_as": "exact.npy"})
         except BergsonUnavailable as error:
             timings.exact_error = str(error)
-    if bergson is not None:
-        bergson.close()
-    while len(timings.ours_seconds) < args.repeats:  # bergson failed part-way: finish ours alone
-        timings.add_ours(model, examples, settings)
+    for worker in workers.values():
+        worker.close()
     return timings
 
 
@@ -370,27 +404,29 @@ EXACT_WEIGHT_BUDGET = 2**28  # floats per tool in the unprojected check (1 GiB):
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    """Each model size in turn, then every size's ratio ours/bergson, last."""
+    """Each model size in turn, then every size's ratios, the defaults ratio ours(auto)/bergson(default) last."""
     all_figures = {}
     for size in args.sizes:
         n_examples = args.n_examples or SIZES[size][1]
         all_figures[size] = run_size(args, workdir / size, size, n_examples)
         print()
-    print("summary (examples/s of the best pass of each tool, same run, alternating passes):")
+    print("summary (examples/s of the best pass of each mode, same run, alternating passes):")
     for size, figures in all_figures.items():
-        if "ratio_ours_over_bergson" in figures:
-            print(f"  {size:>4}: ours {figures['ours_examples_per_s']:7.1f}, bergson "
-                  f"{figures['bergson_examples_per_s']:7.1f} examples/s; CPU-time ratio bergson/ours "
-                  f"{figures['cpu_time_ratio_bergson_over_ours']:.2f}; ratio ours/bergson "
-                  f"{figures['ratio_ours_over_bergson']:.2f}")
-        else:
-            print(f"  {size:>4}: ours {figures['ours_examples_per_s']:7.1f} examples/s; bergson did not run")
+        rates = ", ".join(f"{mode} {figures['examples_per_s'][mode]:.1f}" if figures["examples_per_s"].get(mode)
+                          else f"{mode} did not run" for mode in MODES)
+        print(f"  {size:>4}: {rates} examples/s")
+    for label, key in (("float32, like for like: ours float32 / bergson fp32", "ratio_fp32"),
+                       ("bfloat16, like for like: ours auto / bergson bf16", "ratio_bf16"),
+                       ("defaults: ours auto / bergson default (fp32)", "ratio_defaults")):
+        ratios = ", ".join(f"{size} {figures[key]:.2f}" if figures.get(key) else f"{size} n/a"
+                           for size, figures in all_figures.items())
+        print(f"ratio {label}: {ratios}")
     write_json(args.json, all_figures)
     return 0
 
 
 def run_size(args: argparse.Namespace, workdir: Path, size: str, n_examples: int) -> dict:
-    """Prepare one model size and its data, time both tools, check agreement, print everything."""
+    """Prepare one model size and its data, time every mode, check agreement, print everything."""
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"compare_bergson {size}: {n_examples} examples x {args.seq_len} tokens, batch {args.batch_size}, "
           f"{args.threads} threads, CPU, workdir {workdir}")
@@ -401,63 +437,76 @@ def run_size(args: argparse.Namespace, workdir: Path, size: str, n_examples: int
                                curvature=False, batch_size=args.batch_size, max_length=args.seq_len,
                                device="cpu")
     n_modules = len(hooked_modules(model, base))
-    settings = dataclasses.replace(base, projection_dim=n_modules * args.k * args.k)
+    settings = {mode: dataclasses.replace(base, projection_dim=n_modules * args.k * args.k, precision=precision)
+                for mode, precision in OURS_PRECISION.items()}
+    auto_dtype = autocast_dtype("auto", torch.device("cpu"))
     shape = ", ".join(f"{key} {value}" for key, value in SIZES[size][0].items())
     print(f"model: random Llama, {n_params / 1e6:.2f}M parameters ({shape}"
           + f", vocab {model.config.vocab_size}); {n_modules} hooked Linear modules (lm_head and embedding excluded "
           "in both tools)")
     print(f"projection: bergson k={args.k} per module ({args.k}x{args.k} = {args.k ** 2} per module, "
-          f"{n_modules * args.k ** 2} in all); ours projection_dim={settings.projection_dim} split evenly "
-          f"= {settings.projection_dim // n_modules} per module ({args.k}x{args.k}); same totals. "
-          "No optimizer normalizer, no preconditioner, no unit norm, summed token loss, fp32.")
+          f"{n_modules * args.k ** 2} in all); ours projection_dim={n_modules * args.k ** 2} split evenly "
+          f"= {args.k ** 2} per module ({args.k}x{args.k}); same totals. "
+          "No optimizer normalizer, no preconditioner, no unit norm, summed token loss.")
+    print(f"precision: bergson fp32 (its default) and bf16 (model weights in bfloat16); ours float32 and auto, "
+          f"which is {'bfloat16 autocast' if auto_dtype else 'float32'} on this CPU "
+          f"(fast bfloat16: {has_fast_bfloat16(torch.device('cpu'))})")
     figures: dict = {"size": size, "date": time.strftime("%Y-%m-%d"), "n_examples": n_examples, "seq_len": args.seq_len,
                      "batch_size": args.batch_size, "threads": args.threads, "k": args.k,
-                     "projection_dim": settings.projection_dim, "parameters": n_params,
-                     "load_average_start": os.getloadavg()[0]}
+                     "projection_dim": n_modules * args.k ** 2, "parameters": n_params,
+                     "ours_auto_dtype": str(auto_dtype or torch.float32), "load_average_start": os.getloadavg()[0]}
     if figures["load_average_start"] > args.threads:
         print(f"warning: 1-minute load average is {figures['load_average_start']:.1f} before starting; "
-              "other work on this machine will slow both tools")
+              "other work on this machine will slow every mode")
 
     hooked_weights = sum(spec.out_features * spec.in_features for spec in hooked_modules(model, base))
     exact_n = min(args.exact_examples, n_examples, EXACT_WEIGHT_BUDGET // hooked_weights)
     spec = {"model_dir": str(model_dir), "data_path": str(data_path), "seed": args.seed,
             "batch_size": args.batch_size, "seq_len": args.seq_len}
-    timings = time_both(args, workdir, spec, model, examples, settings, exact_n)
+    timings = time_all(args, workdir, spec, model, examples, settings, exact_n)
 
-    our_rate = n_examples / min(timings.ours_seconds)
-    figures.update(ours_seconds=timings.ours_seconds, ours_cpu_seconds=timings.ours_cpu,
-                   ours_examples_per_s=our_rate)
     print()
-    print(f"ours    collect_gradients: {our_rate:8.1f} examples/s  (best of {args.repeats}: "
-          + ", ".join(f"{s:.2f}s" for s in timings.ours_seconds) + f" for {n_examples} examples)")
-    if timings.bergson_error:
-        print(f"bergson: could not run, so no ratio is printed. Reason: {timings.bergson_error}")
-        figures["bergson_error"] = timings.bergson_error
-        return figures
-
-    bergson_rate = n_examples / min(timings.bergson_seconds)
-    ratio = our_rate / bergson_rate
-    cpu_ratio = min(timings.bergson_cpu) / min(timings.ours_cpu)
-    figures.update(bergson_seconds=timings.bergson_seconds, bergson_cpu_seconds=timings.bergson_cpu,
-                   bergson_examples_per_s=bergson_rate, ratio_ours_over_bergson=ratio,
-                   cpu_time_ratio_bergson_over_ours=cpu_ratio)
-    print(f"bergson collect_gradients: {bergson_rate:8.1f} examples/s  (best of {args.repeats}: "
-          + ", ".join(f"{s:.2f}s" for s in timings.bergson_seconds)
-          + f"; bergson's venv: torch {timings.bergson_info['torch']}, {timings.bergson_info['threads']} threads)")
-    print(f"ratio ours/bergson (examples/s): {ratio:.2f}")
-    print(f"  CPU seconds per pass (best): ours {min(timings.ours_cpu):.2f}, bergson {min(timings.bergson_cpu):.2f}; "
-          f"bergson/ours = {cpu_ratio:.2f} (less sensitive to other load than wall time)")
-    print("  timed: only the gradient pass, after one warm-up batch each, passes alternating between the tools "
+    rates = {mode: timings.best_rate(mode, n_examples) for mode in MODES}
+    figures.update(seconds=timings.seconds, cpu_seconds=timings.cpu, examples_per_s=rates, errors=timings.errors)
+    for mode in MODES:
+        if mode in timings.errors:
+            print(f"{mode:13s}: could not run, so no ratio with it is printed. Reason: {timings.errors[mode]}")
+            continue
+        print(f"{mode:13s} collect_gradients: {rates[mode]:8.1f} examples/s  (best of {len(timings.seconds[mode])}: "
+              + ", ".join(f"{s:.2f}s" for s in timings.seconds[mode]) + f" for {n_examples} examples; CPU seconds "
+              f"best {min(timings.cpu[mode]):.2f})")
+    if timings.bergson_info:
+        print(f"  bergson's venv: torch {timings.bergson_info['torch']}, {timings.bergson_info['threads']} threads")
+    for key, ours, theirs in (("ratio_fp32", OURS_FP32, BERGSON_FP32), ("ratio_bf16", OURS_AUTO, BERGSON_BF16),
+                              ("ratio_defaults", OURS_AUTO, BERGSON_FP32)):
+        if rates[ours] and rates[theirs]:
+            figures[key] = rates[ours] / rates[theirs]
+            figures[f"cpu_{key}"] = min(timings.cpu[theirs]) / min(timings.cpu[ours])
+            print(f"ratio {ours} / {theirs} (examples/s): {figures[key]:.2f}; CPU-time ratio {figures[f'cpu_{key}']:.2f}")
+    print("  timed: only the gradient pass, after one warm-up batch each, passes alternating between the modes "
           "(bergson.collection.collect_gradients, which also writes its small on-disk index, vs our "
           "collect_gradients, which returns a tensor); model loading, data loading and imports excluded.")
     print()
+    if OURS_AUTO in timings.ours:
+        cosines = torch.nn.functional.cosine_similarity(timings.ours[OURS_AUTO], timings.ours[OURS_FP32], dim=1)
+        figures["ours_auto_vs_float32_min_cosine"] = float(cosines.min())
+        print(f"ours auto vs ours float32 (same projection): per-example cosine min {cosines.min():.5f}, "
+              f"mean {cosines.mean():.5f}")
+    if BERGSON_FP32 in timings.errors:
+        return figures
+    if BERGSON_BF16 not in timings.errors:
+        half = upper(cosine_matrix(np.load(workdir / "bergson-bf16" / "projected.npy")))
+        full = upper(cosine_matrix(np.load(workdir / "bergson-fp32" / "projected.npy")))
+        figures["bergson_bf16_vs_fp32_pearson_cosines"] = pearson(half, full)
+        print(f"bergson bf16 vs bergson fp32 (same projection): Pearson of pairwise cosines {pearson(half, full):.4f}")
     if timings.exact_error:
         print(f"agreement, exact: skipped, bergson's unprojected pass failed: {timings.exact_error}")
         exact_n = 0
-    figures.update(agreement(workdir / "bergson", timings.ours.numpy(), model, examples, settings, exact_n))
+    figures.update(agreement(workdir / "bergson-fp32", timings.ours[OURS_FP32].numpy(), model, examples,
+                             settings[OURS_FP32], exact_n))
     figures["load_average_end"] = os.getloadavg()[0]
     print(f"\n1-minute load average: {figures['load_average_start']:.2f} at start, "
-          f"{figures['load_average_end']:.2f} at end (other work on the machine slows both tools' timings)")
+          f"{figures['load_average_end']:.2f} at end (other work on the machine slows every mode's timings)")
     return figures
 
 

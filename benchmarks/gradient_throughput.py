@@ -7,8 +7,10 @@ Run: python benchmarks/gradient_throughput.py [--quick] [--sizes 5M,63M] [--no-m
    sequence length 64, on CPU. For each batch, alternately time (a) a plain forward + loss.backward()
    with parameter gradients, (b) the activation-only floor (weights frozen, backward from the
    embedding output) and (c) `collect_gradients` at d = 4096 and 16384 (factored optimizer
-   correction folded in). Prints examples/s and ratio = plain time / mode time, in wall and CPU
-   time (target: collection >= 1.3x plain on the 63M model).
+   correction folded in), each in float32 and under bfloat16 autocast (`precision` bfloat16 for
+   collection). Prints examples/s and ratio = plain float32 time / mode time, in wall and CPU time
+   (target: collection >= 1.3x plain on the 63M model); bfloat16 rows also print their ratio to the
+   plain forward+backward under bfloat16 autocast (the like-for-like floor of that precision).
 2. Memory: each (model size, batch size, mode) runs in a fresh subprocess; after a warm-up batch we
    reset the kernel's peak-RSS mark (write 5 to /proc/self/clear_refs, Linux) and report VmHWM minus
    the RSS at the reset, i.e. the peak extra resident memory of the measured work.
@@ -30,6 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.gradients import frozen_parameters, collect_gradients, hooked_modules
 from trackstar_pipeline.attribution.optimizer_state import ParameterMoments, SecondMoments
+from trackstar_pipeline.attribution.precision import autocast
 from trackstar_pipeline.settings import AttributionSettings
 
 SIZES = {"5M": dict(hidden_size=256, num_hidden_layers=4, intermediate_size=688, num_attention_heads=4),
@@ -63,21 +66,27 @@ def random_moments(model, settings: AttributionSettings) -> SecondMoments:
     return SecondMoments(moments)
 
 
-def plain_step(model, batch: list[TokenizedExample]) -> None:
-    """The baseline: one forward and backward with parameter gradients, summed loss."""
+CPU = torch.device("cpu")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def plain_step(model, batch: list[TokenizedExample], dtype: torch.dtype | None = None) -> None:
+    """The baseline: one forward (under autocast in `dtype`, if given) and backward with parameter gradients."""
     ids = torch.tensor([example.input_ids for example in batch])
     model.zero_grad(set_to_none=True)
-    logits = model(input_ids=ids, use_cache=False).logits  # (B, T, V)
+    with autocast(CPU, dtype):
+        logits = model(input_ids=ids, use_cache=False).logits  # (B, T, V)
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
     loss.backward()
 
 
-def activation_only_step(model, batch: list[TokenizedExample]) -> None:
+def activation_only_step(model, batch: list[TokenizedExample], dtype: torch.dtype | None = None) -> None:
     """The floor of hook-based collection: weights frozen, backward from the embedding output only."""
     ids = torch.tensor([example.input_ids for example in batch])
     with frozen_parameters(model):
         embeddings = model.get_input_embeddings()(ids).requires_grad_(True)  # (B, T, hidden)
-        logits = model(inputs_embeds=embeddings, use_cache=False).logits  # (B, T, V)
+        with autocast(CPU, dtype):
+            logits = model(inputs_embeds=embeddings, use_cache=False).logits  # (B, T, V)
         torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
                                           reduction="sum").backward()
 
@@ -88,11 +97,16 @@ def throughput(quick: bool, size: str) -> None:
     batch_size = 32 if size == "5M" else 16
     data = batches(3 if quick else 6, batch_size)
     dims = (4096, 16384)
-    settings = {d: AttributionSettings(projection_dim=d, batch_size=batch_size) for d in dims}
-    moments = random_moments(model, settings[dims[0]])
-    modes = {"plain": lambda batch: plain_step(model, batch),
-             "activation-only": lambda batch: activation_only_step(model, batch),
-             **{d: (lambda batch, d=d: collect_gradients(model, batch, settings[d], moments)) for d in dims}}
+    settings = {(d, name): AttributionSettings(projection_dim=d, batch_size=batch_size, precision=name)
+                for name in PRECISIONS for d in dims}
+    moments = random_moments(model, settings[dims[0], "float32"])
+    modes = {}
+    for name, dtype in PRECISIONS.items():
+        modes[f"plain forward+backward {name}"] = lambda batch, dtype=dtype: plain_step(model, batch, dtype)
+        modes[f"activation-only f+b {name}"] = lambda batch, dtype=dtype: activation_only_step(model, batch, dtype)
+        for d in dims:
+            modes[f"collect_gradients d={d} {name}"] = (
+                lambda batch, key=(d, name): collect_gradients(model, batch, settings[key], moments))
     for step in modes.values():  # warm-up
         step(data[0])
     seconds = {mode: 0.0 for mode in modes}
@@ -106,10 +120,13 @@ def throughput(quick: bool, size: str) -> None:
     examples = sum(len(batch) for batch in data)
     print(f"model: Llama {n_params / 1e6:.2f}M params, seq {SEQ}, batch {batch_size}, {examples} examples, "
           f"{torch.get_num_threads()} torch threads")
+    plain, plain_bf16 = "plain forward+backward float32", "plain forward+backward bfloat16"
     for mode in modes:
-        label = f"collect_gradients d={mode}" if isinstance(mode, int) else f"{mode} forward+backward"
-        print(f"  {label:34s} {examples / seconds[mode]:8.1f} examples/s   ratio {seconds['plain'] / seconds[mode]:.2f}"
-              f"   CPU-time ratio {cpu['plain'] / cpu[mode]:.2f}")
+        line = (f"  {mode:40s} {examples / seconds[mode]:8.1f} examples/s   ratio {seconds[plain] / seconds[mode]:.2f}"
+                f"   CPU-time ratio {cpu[plain] / cpu[mode]:.2f}")
+        if mode.endswith("bfloat16"):
+            line += f"   vs plain bf16 {seconds[plain_bf16] / seconds[mode]:.2f}"
+        print(line)
 
 
 def _status_kib(field: str) -> int:

@@ -20,6 +20,7 @@ BadRecordPolicy = Literal["reject", "skip"]
 OptimizerCorrection = Literal["factored", "exact", "none"]
 ProjectionKind = Literal["rademacher", "gaussian"]
 CurvatureBlocks = Literal["module", "dense"]
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class AttributionSettings:
     curvature_blocks: CurvatureBlocks = "module"
     """module: R is block-diagonal, one block per hooked module's slice of d (memory O(sum d_m^2), the paper's
     and bergson's choice; d = 65536 fits); dense: one d x d block (d <= 16384), cross-module terms kept."""
+    precision: Precision = "auto"
+    """Forward autocast dtype of gradient collection; auto: bfloat16 on GPUs and CPUs with fast bfloat16
+    (attribution/precision.py), float32 elsewhere. Under bfloat16 the hooks project in bfloat16 and the
+    per-example vectors are summed and stored in float32; exact paths (projection_dim 0, exact correction)
+    always run in float32."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class TrainingSettings:
     not crawl on a busy CPU, where oversubscribed threads are several times slower."""
     log_every: int = 20
     """Steps between progress lines (step, loss, examples/s, ETA)."""
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Precision = "auto"
     """Autocast dtype of the forward pass; auto picks bfloat16 on CPUs with AMX/AVX512-BF16 (about 2x
     faster there) and float32 elsewhere. Weights and optimizer state stay float32 either way."""
 

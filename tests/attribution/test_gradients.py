@@ -53,7 +53,8 @@ def test_projected_hooks_equal_projection_of_exact_corrected_gradients(family, o
     tokenizer = make_tokenizer(with_bos)
     model = build(len(tokenizer))
     settings = AttributionSettings(projection_dim=1000, batch_size=3,  # 5 mixed lengths: padded batches
-                                   optimizer_correction="factored" if optimizer == "adafactor" else "exact")
+                                   optimizer_correction="factored" if optimizer == "adafactor" else "exact",
+                                   precision="float32")  # exactness is a float32 claim (bfloat16: test_precision.py)
     moments = state_dict = None
     if optimizer is not None:
         _, path = saved_optimizer_state(model, tokenizer, adafactor if optimizer == "adafactor" else adamw, tmp_path)
@@ -74,7 +75,8 @@ def test_embedding_and_lm_head_hooks(family):
     model = build(len(tokenizer))
     examples = query_examples(tokenizer)
     for dim in (0, 777):
-        settings = AttributionSettings(projection_dim=dim, include_embedding=True, include_lm_head=True, batch_size=2)
+        settings = AttributionSettings(projection_dim=dim, include_embedding=True, include_lm_head=True, batch_size=2,
+                                       precision="float32")
         names = [spec.name for spec in hooked_modules(model, settings)]
         assert names[0].endswith(("embed_tokens", "embed_in")) and names[-1] in ("lm_head", "embed_out")
         got = collect_gradients(model, examples, settings)
@@ -179,6 +181,6 @@ def test_unpadded_batches_equal_padded_ones():
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))
     examples = query_examples(tokenizer)
-    padded = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=5))
-    single = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=1))
+    padded = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=5, precision="float32"))
+    single = collect_gradients(model, examples, AttributionSettings(projection_dim=500, batch_size=1, precision="float32"))
     assert relative_error(single, padded) < 1e-5

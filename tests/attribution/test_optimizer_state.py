@@ -22,7 +22,7 @@ def test_adafactor_folding_equals_elementwise_division(build, dim, tmp_path):
     _, path = saved_optimizer_state(model, tokenizer, adafactor, tmp_path)
     moments = load_second_moments(path, model)
     examples = query_examples(tokenizer)
-    folded = collect_gradients(model, examples, AttributionSettings(projection_dim=dim), moments)
+    folded = collect_gradients(model, examples, AttributionSettings(projection_dim=dim, precision="float32"), moments)
     exact = collect_gradients(model, examples, AttributionSettings(projection_dim=dim, optimizer_correction="exact"),
                               moments)
     plain = collect_gradients(model, examples, AttributionSettings(projection_dim=dim), None)

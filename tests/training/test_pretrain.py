@@ -140,11 +140,13 @@ def test_a_finished_run_is_not_trained_again(corpus, finished) -> None:
 
 
 def test_precision_setting_picks_the_autocast_dtype() -> None:
-    from trackstar_pipeline.training.pretrain import autocast_dtype, cpu_has_fast_bfloat16
+    from trackstar_pipeline.attribution.precision import autocast_dtype, cpu_has_fast_bfloat16
 
-    assert autocast_dtype(replace(TINY, precision="float32")) is None
-    assert autocast_dtype(replace(TINY, precision="bfloat16")) is torch.bfloat16
-    assert autocast_dtype(replace(TINY, precision="auto")) is (torch.bfloat16 if cpu_has_fast_bfloat16() else None)
+    cpu = torch.device("cpu")
+    assert autocast_dtype(replace(TINY, precision="float32").precision, cpu) is None
+    assert autocast_dtype(replace(TINY, precision="bfloat16").precision, cpu) is torch.bfloat16
+    assert autocast_dtype(replace(TINY, precision="auto").precision, cpu) is (
+        torch.bfloat16 if cpu_has_fast_bfloat16() else None)
 
 
 def test_thread_count_is_the_setting_or_the_idle_cores() -> None:

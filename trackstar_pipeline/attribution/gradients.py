@@ -18,6 +18,13 @@ roles use the shared parameter's optimizer state.
 
 Vectors of projection_dim == 0 are exact flattened gradients in module (out, in) layout (a Conv1D or
 embedding weight is transposed relative to its stored parameter).
+
+Precision (settings.precision, resolved by attribution/precision.py): under bfloat16 the forward runs
+under torch.autocast (backward outside it, as torch recommends), so the output gradients are bfloat16,
+and the hooks project activations and output gradients with bfloat16 copies of P_in and P_out; the
+projected factors are upcast before the per-example combine, which sums over tokens in float32, and
+the stored vectors are float32. The exact paths (projection_dim 0, optimizer_correction exact) always
+run in float32: they are what the exactness tests compare, and half precision buys them nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from torch import nn
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments, module_dense, module_factors
+from trackstar_pipeline.attribution.precision import autocast, autocast_dtype
 from trackstar_pipeline.attribution.projection import ModuleProjector, split_dim
 from trackstar_pipeline.settings import AttributionSettings
 
@@ -123,16 +131,17 @@ class _ModulePlan:
         if self.spec.kind == "embedding":
             if self.exact:
                 return F.one_hot(activations, self.spec.in_features).float()  # (B, T, vocab)
-            return self.projector.p_in[activations]  # (B, T, k_in): row gather by token id
-        activations = activations.float()  # (B, T, in)
-        return activations if self.exact else activations @ self.projector.p_in  # (B, T, k_in)
+            return self.projector.p_in[activations].float()  # (B, T, k_in): row gather by token id
+        if self.exact:
+            return activations.float()  # (B, T, in)
+        return (activations.to(self.projector.p_in.dtype) @ self.projector.p_in).float()  # (B, T, k_in)
 
     def example_vectors(self, kept: torch.Tensor, out_grads: torch.Tensor) -> torch.Tensor:
         """Per-example vectors (B, d_m) from kept activations and output gradients (B, T, out)."""
-        out_grads = out_grads.float()
         if not self.exact:
-            return self.projector.combine(out_grads @ self.projector.p_out, kept)  # (B, d_m)
-        full = torch.einsum("bto,bti->boi", out_grads, kept)  # (B, out, in)
+            p_out = self.projector.p_out  # (out, k_out) in the projection dtype
+            return self.projector.combine((out_grads.to(p_out.dtype) @ p_out).float(), kept)  # (B, d_m)
+        full = torch.einsum("bto,bti->boi", out_grads.float(), kept)  # (B, out, in)
         if self.inverse_sqrt_v is not None:
             full = full * self.inverse_sqrt_v  # (B, out, in)
         elif self.out_scale is not None:
@@ -141,8 +150,9 @@ class _ModulePlan:
 
 
 def build_plans(specs: list[HookedModule], settings: AttributionSettings, second_moments: SecondMoments | None,
-                device: torch.device) -> list[_ModulePlan]:
-    """Projection matrices per module with the optimizer correction folded in (or kept exact)."""
+                device: torch.device, dtype: torch.dtype = torch.float32) -> list[_ModulePlan]:
+    """Projection matrices per module with the optimizer correction folded in (or kept exact), in `dtype`
+    on the projected path (folded in float32 first) and float32 on the exact one."""
     correction = settings.optimizer_correction if second_moments is not None else "none"
     dims = split_dim(settings.projection_dim, len(specs)) if settings.projection_dim > 0 else [0] * len(specs)
     plans = []
@@ -163,7 +173,7 @@ def build_plans(specs: list[HookedModule], settings: AttributionSettings, second
                 plan.out_scale, plan.in_scale = out_scale.to(device), in_scale.to(device)
             else:
                 projector = projector.folded(out_scale, in_scale)
-        plan.projector = None if projector is None else projector.to(device)
+        plan.projector = None if projector is None else projector.to(device, torch.float32 if exact else dtype)
         plans.append(plan)
     return plans
 
@@ -229,7 +239,7 @@ class _SharedInputProjection:
             self._matrices[key] = (torch.cat([projector.p_in for projector in projectors], dim=1),  # (in, sum k_in)
                                    [projector.p_in.shape[1] for projector in projectors])
         matrix, sizes = self._matrices[key]
-        projected = self._input.detach().float() @ matrix  # (B, T, sum k_in)
+        projected = (self._input.detach().to(matrix.dtype) @ matrix).float()  # (B, T, sum k_in), summed in float32 later
         if self.mask is not None:
             projected = projected * self.mask  # (B, T, sum k_in), padding zeroed
         for (_, slot), part in zip(self._queue, projected.split(sizes, dim=-1)):
@@ -326,10 +336,22 @@ def model_pad_id(model: nn.Module) -> int:
     return getattr(getattr(model, "config", None), "pad_token_id", None) or 0
 
 
+def collection_dtype(settings: AttributionSettings, second_moments: SecondMoments | None,
+                     device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of a collection on `device`: the precision setting's, or None (float32) on the exact paths."""
+    exact_correction = settings.optimizer_correction == "exact" and second_moments is not None
+    if settings.projection_dim == 0 or exact_correction:
+        return None
+    return autocast_dtype(settings.precision, device)
+
+
 def collect_gradients(model: nn.Module, examples: Sequence[TokenizedExample], settings: AttributionSettings,
                       second_moments: SecondMoments | None = None, device: torch.device | None = None,
                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Per-example corrected, projected loss gradients (N, d) float32 on CPU, in input order.
+
+    settings.precision picks the forward's autocast dtype (bfloat16 on hardware with fast bfloat16 by
+    default); projection_dim 0 and optimizer_correction 'exact' always run in float32 (module docstring).
 
     device: where to compute (default: where the model is). A model elsewhere is moved there for the
     call and moved back afterwards, even on error, so the caller's model stays where it was; load it
@@ -351,7 +373,8 @@ def _collect_on_device(model: nn.Module, examples: Sequence[TokenizedExample], s
                        progress: Callable[[int, int], None] | None) -> torch.Tensor:
     """collect_gradients' loop, with the model already on `device`."""
     specs = hooked_modules(model, settings)
-    plans = build_plans(specs, settings, second_moments, device)
+    dtype = collection_dtype(settings, second_moments, device)
+    plans = build_plans(specs, settings, second_moments, device, dtype or torch.float32)
     pad_id = model_pad_id(model)
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # similar lengths together
     dim = gradient_dim(model, settings)
@@ -363,7 +386,9 @@ def _collect_on_device(model: nn.Module, examples: Sequence[TokenizedExample], s
                 rows = order[start: start + settings.batch_size]
                 ids, attention, targets = pad_batch([examples[i] for i in rows], pad_id, device)
                 hooks.start_batch(attention)
-                example_losses(model, ids, attention, targets).sum().backward()
+                with autocast(device, dtype):
+                    losses = example_losses(model, ids, attention, targets)  # (B,) float32
+                losses.sum().backward()
                 result[torch.tensor(rows)] = hooks.take().cpu()
                 if progress is not None:
                     progress(min(start + settings.batch_size, len(order)), len(order))

@@ -79,9 +79,9 @@ class ModuleProjector:
         return cls(name, dim, random_matrix(out_features, k_out, seed, f"{name}/out", kind),
                    random_matrix(in_features, k_in, seed, f"{name}/in", kind))
 
-    def to(self, device: torch.device) -> "ModuleProjector":
-        """The same projector with its matrices on `device`."""
-        return ModuleProjector(self.name, self.dim, self.p_out.to(device), self.p_in.to(device))
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> "ModuleProjector":
+        """The same projector with its matrices on `device` in `dtype` (bfloat16: the hooks' fast copy)."""
+        return ModuleProjector(self.name, self.dim, self.p_out.to(device, dtype), self.p_in.to(device, dtype))
 
     def folded(self, out_scale: torch.Tensor | None, in_scale: torch.Tensor | None) -> "ModuleProjector":
         """Fold a separable 1/sqrt(V) = out_scale out_scale^T into the matrices: diag(s) P."""

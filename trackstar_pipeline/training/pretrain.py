@@ -24,6 +24,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.optimization import Adafactor
 
+from trackstar_pipeline.attribution.precision import autocast, autocast_dtype
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
 from trackstar_pipeline.training.adaptive import corpus_probe, plan_epochs, probe_due
 from trackstar_pipeline.training.recall import fact_recall
@@ -162,22 +163,6 @@ def training_threads(settings: TrainingSettings) -> int:
     return max(1, min(cores, round(cores - busy)))
 
 
-def cpu_has_fast_bfloat16() -> bool:
-    """True on x86 CPUs with AMX or AVX512-BF16, where bfloat16 matmuls beat float32 by a wide margin."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def autocast_dtype(settings: TrainingSettings) -> torch.dtype | None:
-    """The forward pass's autocast dtype on CPU, or None for plain float32."""
-    if settings.precision == "bfloat16" or (settings.precision == "auto" and cpu_has_fast_bfloat16()):
-        return torch.bfloat16
-    return None
-
-
 def _format_eta(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -234,7 +219,7 @@ def pretrain(
     _truncate_log(log_path, step)
 
     start_step = step
-    dtype = autocast_dtype(settings)
+    dtype = autocast_dtype(settings.precision, torch.device("cpu"))
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
@@ -251,7 +236,7 @@ def pretrain(
                 batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
             indices = batches[offset]
             input_ids, attention, labels = _batch([rows[i] for i in indices], tokenizer.pad_token_id)
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with autocast(torch.device("cpu"), dtype):
                 loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
             loss.backward()
             if settings.max_grad_norm > 0:
