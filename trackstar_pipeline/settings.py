@@ -59,11 +59,13 @@ class AttributionSettings:
     curvature_blocks: CurvatureBlocks = "module"
     """module: R is block-diagonal, one block per hooked module's slice of d (memory O(sum d_m^2), the paper's
     and bergson's choice; d = 65536 fits); dense: one d x d block (d <= 16384), cross-module terms kept."""
-    precision: Precision = "auto"
-    """Forward autocast dtype of gradient collection; auto: bfloat16 on GPUs and CPUs with fast bfloat16
-    (attribution/precision.py), float32 elsewhere. Under bfloat16 the hooks project in bfloat16 and the
-    per-example vectors are summed and stored in float32; exact paths (projection_dim 0, exact correction)
-    always run in float32."""
+    precision: Precision = "float32"
+    """Forward autocast dtype of gradient collection. float32 (default): the same proponents on every machine.
+    bfloat16 (or auto: bfloat16 on GPUs and CPUs with fast bfloat16, attribution/precision.py) is several
+    times faster there and kept MRR / recall@10 on the embedded model, but moved 2.6 of each query's top-10
+    proponents (benchmarks/README.md, precision_quality.py), so it is opt-in. Under bfloat16 the hooks project
+    in bfloat16 and the vectors are summed and stored in float32; exact paths (projection_dim 0, exact
+    correction) always run in float32."""
 
 
 @dataclass(frozen=True)
