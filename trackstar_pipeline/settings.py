@@ -148,7 +148,14 @@ class EvaluationSettings:
     tailpatch_queries: int = 50
     """Queries whose top proponents are tail-patched (one optimizer step per distinct proponent)."""
     rrf_k: int = 60
-    """Reciprocal rank fusion constant for trackstar+bm25: score = sum 1 / (rrf_k + rank)."""
+    """Reciprocal rank fusion constant for trackstar+bm25: score = sum w / (rrf_k + rank)."""
+    fusion_bm25_head: int = 2
+    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the RRF of both: BM25 ranks a
+    fact-stating row in its top 2 for nearly every query, so the fusion's MRR can lose at most a third of the
+    queries BM25 misses there, while the RRF's consensus proponents (tail-patch above either method alone)
+    fill the rest of the top 10. Chosen offline with benchmarks/fusion_sweep.py (docs/quality_results.md)."""
+    fusion_bm25_weight: float = 1.0
+    """BM25's weight in the fusion after the head (TrackStar's is 1)."""
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,11 @@ def build_methods(inputs: EvaluationInputs, sample: pl.DataFrame, corpus_example
                                       query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
     methods.setdefault("random", random_scorer(query_ids, corpus_ids, settings.evaluation.seed))
     if "trackstar" in methods and "trackstar+bm25" not in methods:
-        methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]],
-                                                 rrf_k=settings.evaluation.rrf_k,
-                                                 depth=max(settings.evaluation.top_k, 100), query_ids=query_ids)
+        evaluation = settings.evaluation
+        methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]], rrf_k=evaluation.rrf_k,
+                                                 depth=max(evaluation.top_k, 100), query_ids=query_ids,
+                                                 weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
+                                                 head=evaluation.fusion_bm25_head)
     return methods, lambda_used
 
 
