@@ -93,7 +93,10 @@ class TrainingSettings:
     vocab_size: int = 4096
     max_length: int = 64
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-3
+    """Peak lr. Adafactor (scale_parameter off) moves every weight by about lr per step, so 1e-2 (the old
+    default) swamps 0.02-scale weights and the model only memorises late in the cosine decay: on generated
+    world 1 (5k rows, 24 epochs) 3e-3 completes 90% of the queries where 1e-2 completed 31%."""
     epochs: Union[int, Literal["auto"]] = "auto"
     """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
     min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
