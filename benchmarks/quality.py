@@ -30,8 +30,9 @@ import yaml
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.records import ground_truth
 from trackstar_pipeline.data.world_generator import draw_world_spec
-from trackstar_pipeline.evaluation.evaluate import evaluate
+from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
 from trackstar_pipeline.evaluation.recall_summary import correct_only_summary
+from trackstar_pipeline.evaluation.result import EvaluationResult
 from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
 from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import PipelineSettings, load_settings
@@ -56,8 +57,9 @@ def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries:
     return replace(base, data=data, evaluation=replace(base.evaluation, projection_dim_sweep=()))
 
 
-def run_world(world: str, settings: PipelineSettings, work: Path) -> dict[str, Any]:
-    """Pretrain (or reuse), measure recall, evaluate; returns evaluation.json's summary plus timings."""
+def run_world(world: str, settings: PipelineSettings, work: Path, pretrain_only: bool = False) -> dict[str, Any] | None:
+    """Pretrain (or reuse), measure recall, evaluate; returns evaluation.json's summary plus timings
+    (None with pretrain_only: the recall lines are the result, for comparing pretraining settings)."""
     started = time.perf_counter()
     corpus, queries, _ = load_sources(settings.data)
     result = pretrain(corpus, settings.training, work / "pretrain", progress=lambda line: print(f"  {line}", flush=True))
@@ -65,13 +67,17 @@ def run_world(world: str, settings: PipelineSettings, work: Path) -> dict[str, A
     model, tokenizer = load_model(str(result.model_dir))
     recall = fact_recall(model, tokenizer, queries, corpus)
     print(f"  fact recall {recall.accuracy:.3f}; by mentions "
-          + ", ".join(f"{b}: {t.accuracy:.2f}" for b, t in recall.by_bucket.items()), flush=True)
-    evaluated = evaluate(
-        corpus, queries, ground_truth(corpus, queries), settings, work / "report", model=model, tokenizer=tokenizer,
+          + ", ".join(f"{b}: {t.accuracy:.2f}" for b, t in recall.by_bucket.items())
+          + f"; probe {result.probe_recall}; pretraining {result.steps} steps, {pretrain_seconds:.0f} s, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if pretrain_only:
+        return None
+    evaluated = evaluate(EvaluationInputs(
+        corpus, queries, ground_truth(corpus, queries), settings, model=model, tokenizer=tokenizer,
         second_moments=load_second_moments(result.optimizer_state_path, model),
         tailpatch=load_tailpatch_setup(result.model_dir, result.optimizer_state_path),
-        fact_correct=recall.correct, progress=lambda line: print(f"  {line}", flush=True),
-    )
+        fact_correct=recall.correct), work / "report", progress=lambda line: print(f"  {line}", flush=True))
+    save_rankings(evaluated, work / "rankings.json")
     summary = dict(evaluated.summary)
     summary["benchmark"] = {"world": world, "fact_recall_all_queries": recall.accuracy,
                             "by_mentions": {b: t.accuracy for b, t in recall.by_bucket.items()},
@@ -79,6 +85,22 @@ def run_world(world: str, settings: PipelineSettings, work: Path) -> dict[str, A
                             "probe_recall": result.probe_recall, "parameters": result.parameters,
                             "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg()}
     return summary
+
+
+def save_rankings(evaluated: EvaluationResult, path: Path) -> None:
+    """The open-set rankings, ground truth, correctness and tail-patch effects, for offline fusion studies
+    (benchmarks/fusion_sweep.py) without re-running the world."""
+    effects: dict[str, dict[str, float]] = {}
+    for (corpus_id, query_id), effect in evaluated.effects.items():
+        effects.setdefault(query_id, {})[corpus_id] = effect.delta_prob
+    queries = evaluated.queries
+    path.write_text(json.dumps({
+        "open_set": {method: {q: [c for c, _ in ranking] for q, ranking in per_query.items()}
+                     for method, per_query in evaluated.rankings["open_set"].items()},
+        "ground_truth": {q: evaluated.ground_truth.get(q, []) for q in queries["id"].to_list()},
+        "correct": dict(zip(queries["id"].to_list(), queries["correct"].to_list())),
+        "effects": effects,
+    }))
 
 
 def world_table(summary: dict[str, Any]) -> str:
@@ -127,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(".quality_benchmark"))
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
                         help="settings override, e.g. attribution.lambda_mix=auto")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="stop after pretraining and fact recall (to compare pretraining settings)")
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -136,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     for world in args.world or ["1", "2", "3", "wikidata"]:
         print(f"== {describe(world)}; load average {os.getloadavg()[0]:.1f}", flush=True)
         work = args.work / f"world-{world}"
-        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path), work)
+        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path), work,
+                            args.pretrain_only)
+        if summary is None:
+            continue
         checks = target_checks(summary)
         table = world_table(summary)
         bench = summary["benchmark"]

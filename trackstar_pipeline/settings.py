@@ -101,7 +101,10 @@ class TrainingSettings:
     vocab_size: int = 4096
     max_length: int = 64
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-3
+    """Peak lr. Adafactor (scale_parameter off) moves every weight by about lr per step, so 1e-2 (the old
+    default) swamps 0.02-scale weights and the model only memorises late in the cosine decay: on generated
+    world 1 (5k rows, 24 epochs) 3e-3 completes 90% of the queries where 1e-2 completed 31%."""
     epochs: Union[int, Literal["auto"]] = "auto"
     """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
     min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
@@ -111,7 +114,10 @@ class TrainingSettings:
     """Throughput the plan assumes (one free core of a 2-core x86 CPU, 5.4M parameters, bfloat16: 24
     epochs of the embedded world, 1.53M tokens, took about 400 s); 420 s then buys 25 epochs of it;
     the plan is a pure function of the corpus and the settings, so runs stay reproducible."""
-    min_epochs: int = 4
+    min_epochs: int = 10
+    """The plan's floor (a large corpus gets at least this many passes even past the time budget) and the
+    first epoch the probe runs after. A fact mentioned once is learned only after about ten passes: generated
+    world 3 at 20k rows recalled 42.6% in the budget's 5 epochs and 71.4% in 10 (docs/quality_results.md)."""
     max_epochs: int = 60
     learned_recall: float = 0.95
     """Stop once greedy completion of held-in corpus statements (a probe cut before the object, never
@@ -156,7 +162,14 @@ class EvaluationSettings:
     tailpatch_queries: int = 50
     """Queries whose top proponents are tail-patched (one optimizer step per distinct proponent)."""
     rrf_k: int = 60
-    """Reciprocal rank fusion constant for trackstar+bm25: score = sum 1 / (rrf_k + rank)."""
+    """Reciprocal rank fusion constant for trackstar+bm25: score = sum w / (rrf_k + rank)."""
+    fusion_bm25_head: int = 2
+    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the RRF of both: BM25 ranks a
+    fact-stating row in its top 2 for nearly every query, so the fusion's MRR can lose at most a third of the
+    queries BM25 misses there, while the RRF's consensus proponents (tail-patch above either method alone)
+    fill the rest of the top 10. Chosen offline with benchmarks/fusion_sweep.py (docs/quality_results.md)."""
+    fusion_bm25_weight: float = 1.0
+    """BM25's weight in the fusion after the head (TrackStar's is 1)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from trackstar_pipeline.evaluation.bm25 import bm25_scorer, query_texts
-from trackstar_pipeline.evaluation.scorers import FusionScorer, matrix_scorer, random_scorer
+from trackstar_pipeline.evaluation.scorers import FusionScorer, fusion_scores, matrix_scorer, random_scorer
 
 CORPUS_IDS = ["c0", "c1", "c2", "c3"]
 CORPUS_TEXTS = ["Alice Smith lives in Paris.", "Bob Jones lives in Rome.", "The cat sat on a mat.",
@@ -65,3 +65,32 @@ def test_fusion_covers_the_queries_every_method_scores_or_the_ones_asked_for():
     assert list(FusionScorer([wide, narrow], query_ids=["q"]).top_k(2)) == ["q"]
     with pytest.raises(ValueError, match="'extra'"):
         FusionScorer([wide, narrow], query_ids=["q", "extra"])
+
+
+def test_weighted_fusion_led_by_one_methods_head_by_hand():
+    bm25 = matrix_scorer(["q"], CORPUS_IDS, np.array([[4.0, 3.0, 2.0, 1.0]]))       # ranks c0 c1 c2 c3
+    trackstar = matrix_scorer(["q"], CORPUS_IDS, np.array([[1.0, 4.0, 2.0, 3.0]]))  # ranks c1 c3 c2 c0
+    plain = FusionScorer([trackstar, bm25], rrf_k=0, weights=[1.0, 0.5])
+    expected = {"c0": 1 / 4 + 0.5, "c1": 1 + 0.5 / 2, "c2": 1 / 3 + 0.5 / 3, "c3": 1 / 2 + 0.5 / 4}
+    assert dict(plain.top_k(4)["q"]) == pytest.approx(expected)
+    assert [c for c, _ in plain.top_k(4)["q"]] == ["c1", "c0", "c3", "c2"]
+    # BM25's first place leads although c1 has the larger fused score; the rest keep the fused order
+    led = FusionScorer([trackstar, bm25], rrf_k=0, weights=[1.0, 0.5], head_method=1, head=1)
+    assert [c for c, _ in led.top_k(4)["q"]] == ["c0", "c1", "c3", "c2"]
+    # the closed set applies the same rule within the candidates: c1 is BM25's best of these three
+    scores = led.score_candidates("q", ["c3", "c2", "c1"])
+    assert int(np.argmax(scores)) == 2 and scores[0] > scores[1]
+    # on all ids the closed set orders exactly as the open set does
+    all_scores = led.score_candidates("q", CORPUS_IDS)
+    assert [CORPUS_IDS[i] for i in np.argsort(-all_scores, kind="stable")] == ["c0", "c1", "c3", "c2"]
+
+
+def test_fusion_head_keeps_the_leading_methods_order_and_rejects_bad_arguments():
+    totals = fusion_scores([["a", "b", "c"], ["c", "b", "a"]], [1.0, 1.0], rrf_k=0, head=2)
+    assert sorted(totals, key=lambda c: -totals[c]) == ["a", "b", "c"]
+    assert totals["c"] == pytest.approx(1 + 1 / 3)
+    with pytest.raises(ValueError, match="2 weights for 3 methods"):
+        fusion_scores([["a"], ["b"], ["c"]], [1.0, 1.0], rrf_k=60)
+    one = matrix_scorer(["q"], CORPUS_IDS, np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="head_method 2"):
+        FusionScorer([one, one], head_method=2)

@@ -215,7 +215,9 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     methods.update({alias: methods[target] for alias, target in aliases.items() if alias not in given})
     if "trackstar" in methods and "trackstar+bm25" not in methods:
         methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]], rrf_k=evaluation.rrf_k,
-                                                 depth=depth, query_ids=query_ids)
+                                                 depth=depth, query_ids=query_ids,
+                                                 weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
+                                                 head=evaluation.fusion_bm25_head)
     return methods, candidates, n_corpus, lambda_used
 
 

@@ -94,22 +94,39 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
     return RowScorer(ids, corpus_ids, lambda i: random_scores(seed, [ids[i]], keys)[0], "random")
 
 
-def _rank_positions(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each entry under descending score, ties by position (stable)."""
-    order = np.argsort(-scores, kind="stable")
-    ranks = np.empty(len(scores), dtype=np.int64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    return ranks
+def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
+                  head: int = 0) -> dict[str, float]:
+    """Weighted reciprocal rank fusion of id lists (best first): sum over lists of w / (rrf_k + rank).
+
+    The first `head` ids of the first list lead, in that list's order, above every fused score: a
+    method that is nearly always right at rank 1 (BM25 on fact lookups) keeps its first place, so the
+    fusion's MRR cannot fall far below that method's, while the rest of the top k is fused.
+    """
+    if len(weights) != len(ranked):
+        raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
+    totals: dict[str, float] = {}
+    for weight, ids in zip(weights, ranked):
+        for rank, corpus_id in enumerate(ids, start=1):
+            totals[corpus_id] = totals.get(corpus_id, 0.0) + weight / (rrf_k + rank)
+    ceiling = sum(weights) / (rrf_k + 1)  # the most a fused id can score
+    lead = list(ranked[0][:head]) if ranked else []
+    for rank, corpus_id in enumerate(lead, start=1):
+        totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
+    return totals
 
 
 class FusionScorer:
-    """Reciprocal rank fusion: score = sum over methods of 1 / (rrf_k + rank in that method)."""
+    """Rank fusion of several methods (fusion_scores): weighted RRF, optionally led by one method's top."""
 
-    def __init__(self, scorers: Sequence[MethodScorer], rrf_k: int = 60, depth: int = 1000,
-                 query_ids: Sequence[str] | None = None) -> None:
-        """query_ids: the queries to fuse (each method must score them); default, those every method scores."""
+    def __init__(self, scorers: Sequence[MethodScorer], rrf_k: float = 60, depth: int = 1000,
+                 query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
+                 head_method: int = 0, head: int = 0) -> None:
+        """query_ids: the queries to fuse (each method must score them); default, those every method scores.
+        weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
+        if not 0 <= head_method < len(scorers):
+            raise ValueError(f"rank fusion: head_method {head_method} is not one of the {len(scorers)} methods")
         self.scorers = list(scorers)
         common = set(scorers[0].query_ids).intersection(*(scorer.query_ids for scorer in scorers[1:]))
         if query_ids is None:
@@ -121,20 +138,24 @@ class FusionScorer:
                                  "every fused method; give each method those queries or fuse fewer")
             self.query_ids = list(query_ids)
         self.rrf_k = rrf_k
+        self.weights = [1.0] * len(scorers) if weights is None else [float(w) for w in weights]
+        self.head_method = head_method
+        self.head = head
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
+
+    def _fuse(self, ranked: list[list[str]]) -> dict[str, float]:
+        """fusion_scores with the head method's list first (its order also breaks ties)."""
+        order = [self.head_method] + [i for i in range(len(ranked)) if i != self.head_method]
+        return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head)
 
     def top_k(self, k: int) -> dict[str, Ranking]:
         depth = max(k, self.depth)
         tops = [scorer.top_k(depth) for scorer in self.scorers]
         fused: dict[str, Ranking] = {}
         for query_id in self.query_ids:
-            totals: dict[str, float] = {}
-            for top in tops:
-                for rank, (corpus_id, _) in enumerate(top[query_id], start=1):
-                    totals[corpus_id] = totals.get(corpus_id, 0.0) + 1.0 / (self.rrf_k + rank)
-            ordered = sorted(totals.items(), key=lambda item: -item[1])  # stable: first method's order on ties
-            fused[query_id] = ordered[:k]
+            totals = self._fuse([[corpus_id for corpus_id, _ in top[query_id]] for top in tops])
+            fused[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:k]  # stable on ties
         return fused
 
     def prefetch_candidates(self, candidates: Mapping[str, Sequence[str]]) -> None:
@@ -144,10 +165,13 @@ class FusionScorer:
                 prefetch(candidates)
 
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
-        total = np.zeros(len(candidate_ids))
+        """The same fusion over each method's ranking of the candidates alone (closed set)."""
+        ranked = []
         for scorer in self.scorers:
-            total += 1.0 / (self.rrf_k + _rank_positions(scorer.score_candidates(query_id, candidate_ids)))
-        return total
+            order = np.argsort(-scorer.score_candidates(query_id, candidate_ids), kind="stable")
+            ranked.append([candidate_ids[i] for i in order])
+        totals = self._fuse(ranked)
+        return np.array([totals[candidate_id] for candidate_id in candidate_ids])
 
 
 class PrecomputedScorer:

@@ -1,0 +1,99 @@
+"""trackstar+bm25 fusion rules compared offline, from the rankings and tail-patch effects quality.py saved.
+
+    python benchmarks/fusion_sweep.py /tmp/q/bench/world-1 /tmp/q/bench/world-2 ...
+
+Each folder's rankings.json (benchmarks/quality.py writes it) holds the open-set top-100 of trackstar
+and bm25 per evaluated query, the ground truth and the measured one-step effects (Δp) of every
+proponent that was in some method's top 10 for a tail-patched query. Every rule is applied with
+the engine's own `fusion_scores` and measured with the engine's `ranking_metrics` and
+`tailpatch_metrics`, so the figures are the ones `evaluate` would report. A fused top 10 can hold a
+proponent whose effect was never measured (it was in no method's top 10): tailpatch_metrics skips
+it, and the `measured` column says which share of the fused top-10 entries had an effect, so a rule
+that leans on unmeasured proponents shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from trackstar_pipeline.evaluation.metrics import ranking_metrics
+from trackstar_pipeline.evaluation.scorers import fusion_scores
+from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, tailpatch_metrics
+
+RULES: list[tuple[str, float, float, int]] = [
+    # (label, bm25 weight, rrf_k, bm25 head)
+    ("rrf k=60 (old default)", 1.0, 60, 0),
+    ("bm25 head 1 + trackstar", 0.0, 60, 1),
+    ("bm25 head 2 + trackstar", 0.0, 60, 2),
+    ("bm25 head 1 + rrf k=60", 1.0, 60, 1),
+    ("bm25 head 2 + rrf k=60", 1.0, 60, 2),
+    ("bm25 head 3 + rrf k=60", 1.0, 60, 3),
+    ("bm25 head 1 + rrf k=10", 1.0, 10, 1),
+    ("bm25 head 1 + rrf k=2", 1.0, 2, 1),
+    ("bm25 head 1 + rrf k=60 w=0.5", 0.5, 60, 1),
+    ("rrf k=2 w=2", 2.0, 2, 0),
+    ("rrf k=1 w=4", 4.0, 1, 0),
+    ("rrf k=10 w=2", 2.0, 10, 0),
+]
+
+
+def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int) -> dict[str, list[tuple[str, float]]]:
+    """The rule's fused ranking per query, BM25 first (it leads), trackstar weight 1."""
+    bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"]["trackstar"]
+    result = {}
+    for query_id in trackstar:
+        totals = fusion_scores([bm25[query_id], trackstar[query_id]], [bm25_weight, 1.0], rrf_k, head)
+        result[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:100]
+    return result
+
+
+def measure(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
+    """MRR over all evaluated queries, tail-patch@10 over the tail-patched ones, and the measured share."""
+    effects = {(corpus_id, query_id): TailPatchEffect(delta, 0.0)
+               for query_id, per in saved["effects"].items() for corpus_id, delta in per.items()}
+    patched = {query_id: rankings[query_id] for query_id in saved["effects"]}
+    top = [(corpus_id, query_id) for query_id, ranking in patched.items() for corpus_id, _ in ranking[:10]]
+    return {"mrr": ranking_metrics(rankings, saved["ground_truth"])["mrr"],
+            "tailpatch@10": tailpatch_metrics(patched, effects, (10,))["tailpatch@10"],
+            "measured": sum(pair in effects for pair in top) / max(1, len(top))}
+
+
+def top_two_share(saved: dict[str, Any]) -> float:
+    """Share of queries with ground truth whose BM25 top 2 holds one: with head 2 the fused MRR can fall
+    below BM25's by at most (1 - this share) / 3 (such a query's first hit moves to rank 3 at worst)."""
+    truth = {q: set(ids) for q, ids in saved["ground_truth"].items() if ids}
+    hits = [bool(truth[q] & set(saved["open_set"]["bm25"][q][:2])) for q in truth]
+    return sum(hits) / max(1, len(hits))
+
+
+def as_ranking(ids: list[str]) -> list[tuple[str, float]]:
+    return [(corpus_id, float(-rank)) for rank, corpus_id in enumerate(ids)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("worlds", nargs="+", type=Path, help="quality.py work folders holding rankings.json")
+    args = parser.parse_args(argv)
+    print("| world | rule | MRR | bm25 MRR - 0.02 | tail-patch@10 | trackstar's | measured | both targets |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for folder in args.worlds:
+        saved = json.loads((folder / "rankings.json").read_text())
+        base = {name: measure(saved, {q: as_ranking(ids) for q, ids in saved["open_set"][name].items()})
+                for name in ("bm25", "trackstar")}
+        print(f"| {folder.parent.name}/{folder.name} | bm25 has a ground-truth row in its top 2 for {top_two_share(saved):.1%} of queries "
+              f"(head 2's MRR loss bound: {(1 - top_two_share(saved)) / 3:.3f}) | | | | | | |")
+        for label, weight, rrf_k, head in RULES:
+            row = measure(saved, fused(saved, weight, rrf_k, head))
+            ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]
+            print(f"| {folder.parent.name}/{folder.name} | {label} | {row['mrr']:.3f} | {base['bm25']['mrr'] - 0.02:.3f} | "
+                  f"{row['tailpatch@10']:+.3f} | {base['trackstar']['tailpatch@10']:+.3f} | {row['measured']:.0%} | "
+                  f"{'PASS' if ok else 'fail'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
