@@ -158,13 +158,15 @@ class EvaluationSettings:
     """Queries whose top proponents are tail-patched (one optimizer step per distinct proponent)."""
     rrf_k: int = 60
     """Reciprocal rank fusion constant for trackstar+bm25: score = sum w / (rrf_k + rank)."""
-    fusion_bm25_head: int = 2
-    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the RRF of both: BM25 ranks a
-    fact-stating row in its top 2 for nearly every query, so the fusion's MRR can lose at most a third of the
-    queries BM25 misses there, while the RRF's consensus proponents (tail-patch above either method alone)
-    fill the rest of the top 10. Chosen offline with benchmarks/fusion_sweep.py (docs/quality_results.md)."""
-    fusion_bm25_weight: float = 1.0
-    """BM25's weight in the fusion after the head (TrackStar's is 1)."""
+    fusion_bm25_head: int = 1
+    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the weighted RRF of both. BM25
+    ranks a fact-stating row first for most fact lookups, so the fusion's MRR loses at most half of the
+    queries BM25 misses at rank 1, while the RRF fills the rest of the top 10 with proponents both methods
+    rank high (tail-patch above either alone). Chosen offline with benchmarks/fusion_sweep.py on four
+    generated-world models (docs/quality_results.md)."""
+    fusion_bm25_weight: float = 0.5
+    """BM25's weight in the RRF after the head (TrackStar's is 1): after BM25's first place, TrackStar's
+    proponents move the model more, so they weigh more. With 1.0 world 3 misses the tail-patch target."""
 
 
 @dataclass(frozen=True)
