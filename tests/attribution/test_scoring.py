@@ -72,3 +72,19 @@ def test_prepare_vectors_whitens_then_normalizes():
     prepared = prepare_vectors(vectors, inverse_sqrt, unit_normalize=True)
     expected = vectors * torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert torch.allclose(prepared, expected / expected.norm(dim=1, keepdim=True))
+
+
+def test_top_k_orders_equal_scores_by_stream_position_whatever_the_query_batch():
+    """Duplicate rows tie exactly; a query alone and in a batch must get them in the same (stream) order."""
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randn(12, 8, generator=generator)  # (N, d)
+    rows[7] = rows[2]  # a duplicate of row 2, in a later block
+    rows[5] = rows[2]  # and one in the same block as row 7
+    ids = [f"e{i}" for i in range(12)]
+    query = rows[2:3] * 3.0  # (1, d): rows 2, 5 and 7 score highest, equally
+    others = torch.randn(5, 8, generator=generator)  # (5, d)
+    blocks = lambda: [(ids[start:start + 4], rows[start:start + 4]) for start in range(0, 12, 4)]
+    alone = top_k_proponents(query, blocks(), 3)[0]
+    batched = top_k_proponents(torch.cat([others, query]), blocks(), 3)[-1]
+    assert [i for i, _ in alone] == ["e2", "e5", "e7"]
+    assert batched == alone
