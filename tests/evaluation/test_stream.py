@@ -18,7 +18,7 @@ from trackstar_pipeline.evaluation.corpus_shards import (
     streamed_ground_truth,
 )
 from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, build_methods, evaluate
-from trackstar_pipeline.evaluation.running_top_k import RunningTopK
+from trackstar_pipeline.attribution.running_top_k import RunningTopK
 from trackstar_pipeline.evaluation.scorers import random_scorer
 from trackstar_pipeline.settings import load_settings
 

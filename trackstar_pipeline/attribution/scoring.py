@@ -9,6 +9,7 @@ import pyarrow as pa
 import torch
 
 from trackstar_pipeline.attribution.curvature import CurvatureMatrix, whiten
+from trackstar_pipeline.attribution.running_top_k import RunningTopK
 
 
 def prepare_vectors(vectors: torch.Tensor, inverse_sqrt: CurvatureMatrix | None, unit_normalize: bool) -> torch.Tensor:
@@ -40,10 +41,7 @@ def top_k_proponents(query_vectors: torch.Tensor, train_blocks: Iterable[tuple[S
     if k <= 0:
         raise ValueError(f"top_k must be positive, got {k}")
     queries = query_vectors.float()  # (Q, d)
-    best_scores = torch.empty((queries.shape[0], 0), device=queries.device)  # (Q, <=k)
-    best_positions = torch.empty((queries.shape[0], 0), dtype=torch.long, device=queries.device)  # (Q, <=k)
-    best_ids = np.empty((queries.shape[0], 0), dtype=object)  # (Q, <=k)
-    offset = 0
+    best = RunningTopK(queries.shape[0], k)
     for ids, block in train_blocks:
         if len(ids) != block.shape[0]:
             raise ValueError(f"a training block has {len(ids)} ids but {block.shape[0]} vectors")
@@ -51,14 +49,6 @@ def top_k_proponents(query_vectors: torch.Tensor, train_blocks: Iterable[tuple[S
             continue
         scores = queries @ block.to(queries.device).float().T  # (Q, b)
         block_scores, block_positions = scores.topk(min(k, scores.shape[1]), dim=1)  # (Q, <=k)
-        merged = torch.cat([best_scores, block_scores], dim=1)  # (Q, <=2k)
-        positions = torch.cat([best_positions, block_positions + offset], dim=1)  # (Q, <=2k), unique per row
-        by_position = positions.argsort(dim=1)  # (Q, <=2k)
-        by_score = merged.gather(1, by_position).argsort(dim=1, descending=True, stable=True)[:, :k]  # (Q, <=k)
-        order = by_position.gather(1, by_score)  # (Q, <=k): score descending, then stream position
-        best_scores, best_positions = merged.gather(1, order), positions.gather(1, order)
-        candidates = np.concatenate([best_ids, _ids_at(ids, block_positions.cpu().numpy())], axis=1)  # (Q, <=2k)
-        best_ids = np.take_along_axis(candidates, order.cpu().numpy(), axis=1)  # (Q, <=k)
-        offset += block.shape[0]
-    return [[(str(example_id), float(score)) for example_id, score in zip(row_ids, row_scores)]
-            for row_ids, row_scores in zip(best_ids.tolist(), best_scores.cpu().tolist())]
+        positions = block_positions.cpu().numpy()  # (Q, <=k)
+        best.merge(block_scores.cpu().numpy(), positions, _ids_at(ids, positions), block.shape[0])
+    return best.rankings()

@@ -27,7 +27,7 @@ import polars as pl
 import torch
 
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
-from trackstar_pipeline.evaluation.running_top_k import Ranking, RunningTopK
+from trackstar_pipeline.attribution.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.scorers import RowScorer, matrix_scorer
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import polars as pl
 
 from trackstar_pipeline.evaluation.bm25 import Bm25Queries
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus, facts_by_row, frame_shards
-from trackstar_pipeline.evaluation.running_top_k import RunningTopK
+from trackstar_pipeline.attribution.running_top_k import RunningTopK
 from trackstar_pipeline.evaluation.scorers import MethodScorer, Ranking
 from trackstar_pipeline.evaluation.seeded_random import id_keys, seeded_uniform
 

@@ -17,7 +17,7 @@ import torch
 
 from trackstar_pipeline.attribution.examples import TokenizedExample
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus, worth_reporting
-from trackstar_pipeline.evaluation.running_top_k import Ranking, RunningTopK
+from trackstar_pipeline.attribution.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.seeded_random import id_keys, random_scores
 
 SHARD_COLUMNS = ("id", "text")

@@ -47,14 +47,20 @@ class RunningTopK:
             raise ValueError("a method produced NaN scores; fix the scorer before ranking")
         columns = stable_top_indices(scores, self.k)  # (Q, k')
         ids = ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=object)
-        merged_scores = np.concatenate([self.scores, np.take_along_axis(scores, columns, axis=1)], axis=1)
-        merged_positions = np.concatenate([self.positions, self.seen + columns], axis=1)  # (Q, <=2k)
-        merged_ids = np.concatenate([self.ids, ids[columns]], axis=1)  # (Q, <=2k)
+        self.merge(np.take_along_axis(scores, columns, axis=1), columns, ids[columns], scores.shape[1])
+
+    def merge(self, scores: np.ndarray, columns: np.ndarray, ids: np.ndarray, block_width: int) -> None:
+        """Merge candidates already picked from the next block of `block_width` rows: (Q, c) scores, their
+        columns in that block and their ids. For callers that select on their own device (the table search's
+        torch topk); the kept order is the same rule, score descending then corpus position."""
+        merged_scores = np.concatenate([self.scores, np.asarray(scores, dtype=np.float64)], axis=1)  # (Q, <=k+c)
+        merged_positions = np.concatenate([self.positions, self.seen + columns], axis=1)  # (Q, <=k+c)
+        merged_ids = np.concatenate([self.ids, ids], axis=1)  # (Q, <=k+c)
         order = np.lexsort((merged_positions, -merged_scores), axis=1)[:, :self.k]  # (Q, <=k)
         self.scores = np.take_along_axis(merged_scores, order, axis=1)
         self.positions = np.take_along_axis(merged_positions, order, axis=1)
         self.ids = np.take_along_axis(merged_ids, order, axis=1)
-        self.seen += scores.shape[1]
+        self.seen += block_width
 
     def rankings(self) -> list[Ranking]:
         """Per query, [(id, score)] best first."""
