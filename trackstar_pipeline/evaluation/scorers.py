@@ -13,8 +13,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-
-Ranking = list[tuple[str, float]]
+from trackstar_pipeline.attribution.running_top_k import Ranking, RunningTopK
 
 
 class MethodScorer(Protocol):
@@ -30,13 +29,12 @@ class MethodScorer(Protocol):
 
 
 def _top_of_row(row: np.ndarray, ids: Sequence[str], k: int) -> Ranking:
-    """Top k of one score row, descending; equal scores keep corpus order (stable)."""
-    k = min(k, row.shape[0])
+    """Top k of one score row, descending; equal scores keep corpus order (the running top-k's rule)."""
     if k <= 0:
         return []
-    part = np.argpartition(-row, k - 1)[:k] if k < row.shape[0] else np.arange(row.shape[0])
-    order = part[np.lexsort((part, -row[part]))]  # score descending, then corpus index
-    return [(ids[i], float(row[i])) for i in order]
+    best = RunningTopK(1, k)
+    best.update(row[None, :], ids)  # (1, N)
+    return best.rankings()[0]
 
 
 def _index_of(ids: Sequence[str]) -> dict[str, int]:
