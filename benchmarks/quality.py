@@ -44,16 +44,24 @@ WIKIDATA_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wi
 SHOWN = ("trackstar", "bm25", "random", "trackstar+bm25", "trackstar_no_curvature", "trackstar_r_train_only",
          "trackstar_no_optimizer")
 COLUMNS = ("mrr", "tailpatch@1", "tailpatch@3", "tailpatch@10")
+SWEEP_PREFIXES = ("trackstar_lambda", "trackstar_damping", "trackstar_d")
+CURVATURE_SWEEP = {"evaluation.lambda_sweep": [0.5, 0.9, "auto"], "evaluation.damping_sweep": [0.1, 10.0],
+                   "evaluation.projection_dim_sweep": [1024, 16384]}
+"""--sweep: the curvature and projection recipes compared for the defaults (docs/quality_results.md)."""
 
 
-def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries: int, wikidata: Path) -> PipelineSettings:
-    """The benchmark's settings for one world: its data source, no d sweep (its cost is not the question)."""
+def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries: int, wikidata: Path,
+                   sweep: bool = False) -> PipelineSettings:
+    """The benchmark's settings for one world: its data source; the d sweep only with --sweep (it costs a
+    gradient pass per d)."""
     if world == "wikidata":
         data = replace(base.data, world="wikidata", wikidata_path=str(wikidata), n_corpus=n_corpus, n_queries=n_queries)
     elif world == "embedded":
         data = replace(base.data, world="embedded", n_corpus=n_corpus, n_queries=n_queries)
     else:
         data = replace(base.data, world="generated", world_seed=int(world), n_corpus=n_corpus, n_queries=n_queries)
+    if sweep:
+        return replace(base, data=data)
     return replace(base, data=data, evaluation=replace(base.evaluation, projection_dim_sweep=()))
 
 
@@ -108,7 +116,8 @@ def world_table(summary: dict[str, Any]) -> str:
     correct = correct_only_summary(summary) or {"open_set": {}}
     lines = ["| method | " + " | ".join(COLUMNS) + " | " + " | ".join(f"{c} (correct)" for c in COLUMNS) + " |",
              "|---|" + "---:|" * (2 * len(COLUMNS))]
-    for method in SHOWN:
+    sweep = sorted(m for m in summary["open_set"] if m.startswith(SWEEP_PREFIXES))
+    for method in (*SHOWN, *sweep):
         if method not in summary["open_set"]:
             continue
         cells = [summary["open_set"][method].get(c) for c in COLUMNS]
@@ -151,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="settings override, e.g. attribution.lambda_mix=auto")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="stop after pretraining and fact recall (to compare pretraining settings)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also evaluate trackstar at other lambda, damping and d (CURVATURE_SWEEP); "
+                        "--set overrides win")
     args = parser.parse_args(argv)
-    overrides = {}
+    overrides = dict(CURVATURE_SWEEP) if args.sweep else {}
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     for world in args.world or ["1", "2", "3", "wikidata"]:
         print(f"== {describe(world)}; load average {os.getloadavg()[0]:.1f}", flush=True)
         work = args.work / f"world-{world}"
-        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path), work,
+        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path,
+                                                  args.sweep), work,
                             args.pretrain_only)
         if summary is None:
             continue

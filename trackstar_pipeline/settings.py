@@ -79,6 +79,9 @@ class DataSettings:
     """generated: a world drawn from world_seed (data/world_generator.py), unlike the embedded one."""
     wikidata_path: str | None = None
     """Folder with the S-TEST/LAMA files (P*.jsonl, relations.jsonl) for world='wikidata'."""
+    wikidata_query_wording: Literal["seen_elsewhere", "unseen"] = "seen_elsewhere"
+    """seen_elsewhere: facts nobody queries are also stated in the queries' LAMA wording, a queried fact never
+    is; unseen: the corpus never contains that wording (the model cannot know what 'X was born in' asks)."""
     world_seed: int = 0
     n_corpus: int = 5000
     n_queries: int = 500
@@ -157,6 +160,11 @@ class EvaluationSettings:
     max_eval_queries: int = 200
     """Queries used for the costly parts (tail-patch, ablation sweep); all when fewer."""
     projection_dim_sweep: tuple[int, ...] = (256, 1024, 4096)
+    lambda_sweep: tuple[Union[float, Literal["auto"]], ...] = ()
+    """Extra trackstar variants at these lambda_mix values (the table's damping; no new gradient pass):
+    'trackstar_lambda<value>'. Empty by default; benchmarks/quality.py sets it to compare curvature recipes."""
+    damping_sweep: tuple[float, ...] = ()
+    """Extra trackstar variants at these relative dampings (the table's lambda): 'trackstar_damping<value>'."""
     embed_layer: int = -1
     closed_set_bm25: int = 100
     closed_set_same_completion: int = 100

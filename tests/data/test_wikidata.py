@@ -10,6 +10,7 @@ from trackstar_pipeline.data.records import ground_truth
 from trackstar_pipeline.data.wikidata import (
     WikidataFilesError,
     build_wikidata_world,
+    lama_clause,
     lama_templates,
     query_template,
 )
@@ -23,6 +24,11 @@ needs_files = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def world():
     return build_wikidata_world(WIKIDATA, n_corpus=2000, n_queries=200, seed=1)
+
+
+def test_lama_clause_is_the_template_as_a_corpus_clause() -> None:
+    assert lama_clause("[X] was born in [Y].", "P19").format(s="Ada", o="London") == "Ada was born in London"
+    assert lama_clause("[X] is a [Y] by profession.", "P106").format(s="Ada", o="poet") == "Ada is a poet by profession"
 
 
 def test_query_template_is_lama_text_before_y() -> None:
@@ -63,3 +69,24 @@ def test_missing_folder_or_files_name_the_path(tmp_path: Path) -> None:
         build_wikidata_world(tmp_path / "nowhere")
     with pytest.raises(WikidataFilesError, match="relations.jsonl is missing"):
         build_wikidata_world(tmp_path)
+
+
+@needs_files
+@pytest.mark.parametrize("wording", ["seen_elsewhere", "unseen"])
+def test_lama_wording_states_only_unqueried_facts(wording) -> None:
+    corpus, queries = build_wikidata_world(WIKIDATA, n_corpus=2000, n_queries=200, seed=1, query_wording=wording)
+    lama = lama_templates(WIKIDATA)
+    queried = {tuple(fact) for fact in queries["fact"].to_list()}
+    in_lama_wording = {"queried": set(), "other": set()}  # relations seen in LAMA wording
+    for text, facts in zip(corpus["text"].to_list(), corpus["facts"].to_list()):
+        for subject, relation, obj in facts or []:
+            if lama_clause(lama[relation], relation).format(s=subject, o=obj) in text:
+                in_lama_wording["queried" if (subject, relation, obj) in queried else "other"].add(relation)
+    assert not in_lama_wording["queried"]  # a query never copies its own proponents' wording
+    queried_relations = {fact[1] for fact in queried}
+    assert in_lama_wording["other"] == (set() if wording == "unseen" else queried_relations)
+
+
+def test_unknown_query_wording_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="query_wording='lama'"):
+        build_wikidata_world(WIKIDATA, n_corpus=2000, n_queries=200, query_wording="lama")

@@ -112,3 +112,17 @@ def test_module_blocks_whiten_each_block_with_its_own_r():
         mixed[block, block] = 0.7 * dense.r_eval[block, block] + 0.3 * dense.r_train[block, block]
     expected = [dense.corpus @ curvature_inverse_sqrt(mixed, SETTINGS.damping).float()]  # (N, d)
     torch.testing.assert_close(scorers["trackstar"].corpus_vectors(stored.shard), _unit(torch.cat(expected, dim=1)))
+
+
+def test_curvature_sweep_changes_lambda_or_damping_alone_and_skips_the_tables_own():
+    stored = _stored()
+    scorers, _, _ = trackstar_methods(stored.source, ["q1", "q4"], SETTINGS, lambdas=(0.7, 0.2), dampings=(1e-3, 10.0))
+    sweep = {name for name in scorers if name.startswith(("trackstar_lambda", "trackstar_damping"))}
+    assert sweep == {"trackstar_lambda0.2", "trackstar_damping10"}  # 0.7 and 1e-3 are the table's: 'trackstar'
+    rows = stored.queries[[1, 4]]  # (2, d)
+    low_lambda = curvature_inverse_sqrt(0.2 * stored.r_eval + 0.8 * stored.r_train, SETTINGS.damping)
+    torch.testing.assert_close(scorers["trackstar_lambda0.2"].query_vectors, _unit(rows @ low_lambda))
+    damped = curvature_inverse_sqrt(0.7 * stored.r_eval + 0.3 * stored.r_train, 10.0)
+    torch.testing.assert_close(scorers["trackstar_damping10"].corpus_vectors(stored.shard), _unit(stored.corpus @ damped))
+    assert not torch.allclose(scorers["trackstar_damping10"].corpus_vectors(stored.shard),
+                              scorers["trackstar"].corpus_vectors(stored.shard))

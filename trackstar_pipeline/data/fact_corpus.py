@@ -123,8 +123,17 @@ def render_corpus(
     distractors: Sequence[str],
     n_two_fact: int,
     rng: random.Random,
+    unqueried_templates: dict[str, RelationTemplates] | None = None,
+    queried: frozenset[int] = frozenset(),
 ) -> pl.DataFrame:
-    """Corpus rows (id, text, facts): each fact stated in exactly counts[i] rows, plus distractors."""
+    """Corpus rows (id, text, facts): each fact stated in exactly counts[i] rows, plus distractors.
+
+    With `unqueried_templates`, the facts not in `queried` (indices into `facts`) are worded from those
+    instead: a wording can then appear in the corpus without ever stating a queried fact.
+    """
+    def wording(index: int) -> dict[str, RelationTemplates]:
+        return templates if unqueried_templates is None or index in queried else unqueried_templates
+
     mentions = [index for index, count in enumerate(counts) for _ in range(count)]
     rng.shuffle(mentions)
     rows: list[tuple[str, list[list[str]]]] = []
@@ -137,14 +146,14 @@ def render_corpus(
             second = mentions[position + 1]
             joiner = rng.choice((", and ", "; meanwhile, ", ", while "))
             text = (
-                _render_clause(facts[first], templates, rng, rng.choice(CORPUS_FRAMINGS))
-                + _render_clause(facts[second], templates, rng, joiner)
+                _render_clause(facts[first], wording(first), rng, rng.choice(CORPUS_FRAMINGS))
+                + _render_clause(facts[second], wording(second), rng, joiner)
                 + "."
             )
             rows.append((text, [facts[first].as_list(), facts[second].as_list()]))
             position += 2
             continue
-        text = _render_clause(facts[first], templates, rng, rng.choice(CORPUS_FRAMINGS)) + "."
+        text = _render_clause(facts[first], wording(first), rng, rng.choice(CORPUS_FRAMINGS)) + "."
         rows.append((text, [facts[first].as_list()]))
         position += 1
     rows.extend((text, []) for text in distractors)

@@ -4,6 +4,15 @@ Real entity names and a real skew of objects (Paris recurs, most places are rare
 more realistic task than the invented world. The files carry no evidence sentences, so corpus
 sentences use paraphrases of our own per relation, while queries use the LAMA template (prompt
 = template text before [Y] with [X] filled), so a query never copies its proponents' wording.
+
+Whether the LAMA wording occurs in the corpus at all is `query_wording`:
+- "seen_elsewhere" (default): the corpus states facts nobody asks about in the LAMA wording too
+  ("Ada Lovelace was born in London."), as real text does; a queried fact's own rows never use it. The
+  model can learn what "was born in" asks for, and attributing a query still means bridging wording.
+- "unseen": no corpus row contains the LAMA wording. Then "X was born in" is a phrase the model has
+  never read: a model trained on this corpus recalled 7% of the P19 and 13% of the P106 queries against
+  82-90% for relations whose query words also occur in their paraphrases (docs/quality_results.md),
+  whatever the pretraining settings. It measures attribution of facts the model cannot express.
 """
 
 from __future__ import annotations
@@ -14,7 +23,11 @@ from pathlib import Path
 
 import polars as pl
 
+from typing import Literal
+
 from trackstar_pipeline.data.fact_corpus import Fact, RelationTemplates, plan_mentions, render_corpus, sample_queries
+
+QueryWording = Literal["seen_elsewhere", "unseen"]
 
 PARAPHRASES: dict[str, tuple[str, ...]] = {
     "P19": ("{s} is a native of {o}", "the birthplace of {s} is {o}", "{s} came into the world in {o}"),
@@ -50,6 +63,13 @@ def lama_templates(path: Path) -> dict[str, str]:
     return templates
 
 
+def lama_clause(lama: str, relation: str) -> str:
+    """The LAMA template as a corpus clause ('[X] was born in [Y].' -> '{s} was born in {o}')."""
+    query_template(lama, relation)  # the same shape checks
+    clause = lama.strip().rstrip(".").replace("{", "{{").replace("}", "}}")
+    return clause.replace("[X]", "{s}").replace("[Y]", "{o}")
+
+
 def query_template(lama: str, relation: str) -> str:
     """The prompt part of a LAMA template: text before [Y], with [X] as the {s} slot."""
     if "[X]" not in lama or "[Y]" not in lama or lama.index("[X]") > lama.index("[Y]"):
@@ -78,9 +98,13 @@ def read_facts(path: Path) -> list[Fact]:
 
 
 def build_wikidata_world(
-    path: str | Path, n_corpus: int = 5000, n_queries: int = 500, seed: int = 0
+    path: str | Path, n_corpus: int = 5000, n_queries: int = 500, seed: int = 0,
+    query_wording: QueryWording = "seen_elsewhere",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(corpus, queries) over real Wikidata facts, read at run time from the folder at path."""
+    """(corpus, queries) over real Wikidata facts, read at run time from the folder at path (see the
+    module docstring for `query_wording`)."""
+    if query_wording not in ("seen_elsewhere", "unseen"):
+        raise ValueError(f"query_wording={query_wording!r}: use 'seen_elsewhere' or 'unseen'")
     path = Path(path)
     if not path.is_dir():
         raise WikidataFilesError(f"wikidata folder {path} does not exist; set data.wikidata_path")
@@ -97,6 +121,13 @@ def build_wikidata_world(
     facts = rng.sample(pool, len(plan.counts))
     subjects = sorted({fact.subject for fact in facts})
     distractors = [rng.choice(DISTRACTORS).format(s=rng.choice(subjects)) for _ in range(plan.n_distractors)]
-    corpus = render_corpus(facts, plan.counts, templates, distractors, plan.n_two_fact, rng)
     queries = sample_queries(facts, plan.counts, templates, n_queries, rng)
+    unqueried = None
+    if query_wording == "seen_elsewhere":
+        unqueried = {relation: RelationTemplates(corpus=(*wording.corpus, lama_clause(lama[relation], relation)),
+                                                 query=wording.query)
+                     for relation, wording in templates.items()}
+    index_of = {tuple(fact.as_list()): index for index, fact in enumerate(facts)}
+    queried = frozenset(index_of[tuple(fact)] for fact in queries["fact"].to_list())
+    corpus = render_corpus(facts, plan.counts, templates, distractors, plan.n_two_fact, rng, unqueried, queried)
     return corpus, queries

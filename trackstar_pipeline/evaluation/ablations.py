@@ -56,6 +56,19 @@ def sweep_name(projection_dim: int) -> str:
     return f"trackstar_d{projection_dim}"
 
 
+def curvature_variants(settings: AttributionSettings, lambdas: Sequence[float | str] = (),
+                       dampings: Sequence[float] = ()) -> dict[str, AttributionSettings]:
+    """Method name -> settings of the curvature sweep: one lambda or one damping changed at a time.
+
+    The table's own (lambda, damping) is left out: it is 'trackstar'.
+    """
+    variants = {f"trackstar_lambda{value}": replace(settings, lambda_mix=value)
+                for value in lambdas if value != settings.lambda_mix}
+    variants.update({f"trackstar_damping{value:g}": replace(settings, damping=float(value))
+                     for value in dampings if float(value) != settings.damping})
+    return variants
+
+
 def gradient_pass(model: nn.Module, query_examples: Sequence[TokenizedExample],
                   sample_examples: Callable[[], Sequence[TokenizedExample]], settings: AttributionSettings,
                   moments: SecondMoments | None, progress: Callable[[str], None] = print) -> GradientSource:
@@ -108,13 +121,16 @@ def trackstar_methods(
     new_pass: NewPass | None = None,
     second_moments: SecondMoments | None = None,
     projection_dims: Sequence[int] = (),
+    lambdas: Sequence[float | str] = (),
+    dampings: Sequence[float] = (),
 ) -> tuple[dict[str, VectorMethod], dict[str, str], float | None]:
     """(method name -> method over `query_ids`, alias -> method it equals, lambda used).
 
     `table_gradients` are the raw gradients the table was built from. The variants that need a new
     gradient pass (no optimizer correction, other d) are built only with `new_pass`; without
     `second_moments` 'trackstar_no_optimizer' would equal 'trackstar' and is left out (the report then
-    says the ablation was not run). The sweep entry at the table's d is an alias of 'trackstar'.
+    says the ablation was not run). The sweep entry at the table's d is an alias of 'trackstar'. The
+    curvature sweep (`lambdas`, `dampings`: `curvature_variants`) reuses the table's gradients and R moments.
     """
     inverse_sqrt, lambda_used = inverse_sqrt_of(table_gradients, settings)
     unit = settings.unit_normalize
@@ -128,6 +144,9 @@ def trackstar_methods(
         train_only, _ = inverse_sqrt_of(table_gradients, replace(settings, lambda_mix=0.0))
         methods["trackstar_r_train_only"] = vector_method(table_gradients, query_ids, train_only, unit,
                                                           "trackstar_r_train_only")
+        for name, variant_settings in curvature_variants(settings, lambdas, dampings).items():
+            inverse, _ = inverse_sqrt_of(table_gradients, variant_settings)
+            methods[name] = vector_method(table_gradients, query_ids, inverse, unit, name)
     aliases = {sweep_name(dim): "trackstar" for dim in projection_dims if dim == settings.projection_dim}
     if new_pass is None:
         return methods, aliases, lambda_used

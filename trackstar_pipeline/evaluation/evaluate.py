@@ -165,8 +165,10 @@ def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: in
     aliases: dict[str, str] = {}
     lambda_used = None
     if gradients is not None:
+        evaluation = settings.evaluation
         built, aliases, lambda_used = trackstar_methods(gradients, query_ids, attribution, new_pass,
-                                                        inputs.second_moments, settings.evaluation.projection_dim_sweep)
+                                                        inputs.second_moments, evaluation.projection_dim_sweep,
+                                                        evaluation.lambda_sweep, evaluation.damping_sweep)
         methods.update(built)
     if model is not None:
         from trackstar_pipeline.evaluation.embedding import mean_hidden_states

@@ -27,7 +27,8 @@ def load_sources(data: DataSettings, storage: StorageSettings | None = None) -> 
         if data.world == "wikidata":
             if not data.wikidata_path:
                 raise ValueError("data.world='wikidata' needs data.wikidata_path (the S-TEST/LAMA folder)")
-            return (*world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed), [])
+            return (*world.build_wikidata_world(data.wikidata_path, data.n_corpus, data.n_queries, data.world_seed,
+                                                data.wikidata_query_wording), [])
         if data.world == "generated":
             from trackstar_pipeline.data.world_generator import generate_world
 
