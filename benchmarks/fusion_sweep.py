@@ -63,6 +63,29 @@ def measure(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]])
             "measured": sum(pair in effects for pair in top) / max(1, len(top))}
 
 
+def paired_difference(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]],
+                      baseline: dict[str, list[tuple[str, float]]]) -> tuple[float, float]:
+    """(mean, 95% half-width) over the tail-patched queries of this rule's tail-patch@10 minus trackstar's.
+
+    Each query's value is the mean Δp of its measured top 10, as tailpatch_metrics computes it; the
+    interval says whether a rule's gain or loss against TrackStar is more than query-sampling noise.
+    """
+    def per_query(ranking: list[tuple[str, float]], query_id: str) -> float | None:
+        measured = [saved["effects"][query_id][c] for c, _ in ranking[:10] if c in saved["effects"][query_id]]
+        return sum(measured) / len(measured) if measured else None
+
+    differences = []
+    for query_id in saved["effects"]:
+        ours, theirs = per_query(rankings[query_id], query_id), per_query(baseline[query_id], query_id)
+        if ours is not None and theirs is not None:
+            differences.append(ours - theirs)
+    if len(differences) < 2:
+        return float("nan"), float("nan")
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return mean, 1.96 * (variance / len(differences)) ** 0.5
+
+
 def top_share(saved: dict[str, Any], head: int) -> float:
     """Share of queries with ground truth whose BM25 top `head` holds one: with that head the fused MRR can
     fall below BM25's by at most (1 - this share) / (head + 1) (such a query's first hit is at worst
@@ -80,21 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("worlds", nargs="+", type=Path, help="quality.py work folders holding rankings.json")
     args = parser.parse_args(argv)
-    print("| world | rule | MRR | bm25 MRR - 0.02 | tail-patch@10 | trackstar's | measured | both targets |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| world | rule | MRR | bm25 MRR - 0.02 | tail-patch@10 | trackstar's | minus trackstar's (95% CI) | "
+          "measured | both targets |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for folder in args.worlds:
         saved = json.loads((folder / "rankings.json").read_text())
+        trackstar = {q: as_ranking(ids) for q, ids in saved["open_set"]["trackstar"].items()}
         base = {name: measure(saved, {q: as_ranking(ids) for q, ids in saved["open_set"][name].items()})
                 for name in ("bm25", "trackstar")}
         bounds = ", ".join(f"top {h}: {top_share(saved, h):.1%} (head {h}'s MRR loss bound "
                            f"{(1 - top_share(saved, h)) / (h + 1):.3f})" for h in (1, 2))
-        print(f"| {folder.parent.name}/{folder.name} | BM25 has a ground-truth row in its {bounds} | | | | | | |")
+        print(f"| {folder.parent.name}/{folder.name} | BM25 has a ground-truth row in its {bounds} | | | | | | | |")
         for label, weight, rrf_k, head in RULES:
-            row = measure(saved, fused(saved, weight, rrf_k, head))
+            rankings = fused(saved, weight, rrf_k, head)
+            row = measure(saved, rankings)
+            mean, half_width = paired_difference(saved, rankings, trackstar)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]
             print(f"| {folder.parent.name}/{folder.name} | {label} | {row['mrr']:.3f} | {base['bm25']['mrr'] - 0.02:.3f} | "
-                  f"{row['tailpatch@10']:+.3f} | {base['trackstar']['tailpatch@10']:+.3f} | {row['measured']:.0%} | "
-                  f"{'PASS' if ok else 'fail'} |")
+                  f"{row['tailpatch@10']:+.2e} | {base['trackstar']['tailpatch@10']:+.2e} | "
+                  f"{mean:+.1e} ± {half_width:.1e} | {row['measured']:.0%} | {'PASS' if ok else 'fail'} |")
     return 0
 
 
