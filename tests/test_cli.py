@@ -3,6 +3,7 @@
 import pytest
 
 from trackstar_pipeline import cli
+from trackstar_pipeline.settings import AttributionSettings
 
 
 def test_score_flags_become_attribution_settings() -> None:
@@ -21,7 +22,7 @@ def test_flags_not_given_keep_defaults() -> None:
     args = cli.build_parser().parse_args(["query", "--prompt", "p", "--completion", " c"])
     settings = cli._settings(args)
     assert settings.attribution.curvature is True
-    assert settings.attribution.projection_dim == 4096
+    assert settings.attribution.projection_dim == AttributionSettings().projection_dim
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "sometimes"])

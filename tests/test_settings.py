@@ -10,7 +10,7 @@ from trackstar_pipeline.settings import PipelineSettings, SettingsError, load_se
 def test_defaults_run_without_a_file() -> None:
     settings = load_settings()
     assert settings == PipelineSettings()
-    assert settings.attribution.lambda_mix == 0.99
+    assert settings.attribution.lambda_mix == "auto"
     assert settings.storage.uri == "file://./.trackstar"
 
 
