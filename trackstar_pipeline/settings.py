@@ -21,6 +21,7 @@ OptimizerCorrection = Literal["factored", "exact", "none"]
 ProjectionKind = Literal["rademacher", "gaussian"]
 CurvatureBlocks = Literal["module", "dense"]
 Precision = Literal["auto", "float32", "bfloat16"]
+WikidataQueryWording = Literal["seen_elsewhere", "unseen"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class DataSettings:
     """generated: a world drawn from world_seed (data/world_generator.py), unlike the embedded one."""
     wikidata_path: str | None = None
     """Folder with the S-TEST/LAMA files (P*.jsonl, relations.jsonl) for world='wikidata'."""
-    wikidata_query_wording: Literal["seen_elsewhere", "unseen"] = "seen_elsewhere"
+    wikidata_query_wording: WikidataQueryWording = "seen_elsewhere"
     """seen_elsewhere: facts nobody queries are also stated in the queries' LAMA wording, a queried fact never
     is; unseen: the corpus never contains that wording (the model cannot know what 'X was born in' asks)."""
     world_seed: int = 0

@@ -20,14 +20,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import get_args
 
 import polars as pl
 
-from typing import Literal
-
 from trackstar_pipeline.data.fact_corpus import Fact, RelationTemplates, plan_mentions, render_corpus, sample_queries
-
-QueryWording = Literal["seen_elsewhere", "unseen"]
+from trackstar_pipeline.settings import WikidataQueryWording
 
 PARAPHRASES: dict[str, tuple[str, ...]] = {
     "P19": ("{s} is a native of {o}", "the birthplace of {s} is {o}", "{s} came into the world in {o}"),
@@ -99,12 +97,12 @@ def read_facts(path: Path) -> list[Fact]:
 
 def build_wikidata_world(
     path: str | Path, n_corpus: int = 5000, n_queries: int = 500, seed: int = 0,
-    query_wording: QueryWording = "seen_elsewhere",
+    query_wording: WikidataQueryWording = "seen_elsewhere",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(corpus, queries) over real Wikidata facts, read at run time from the folder at path (see the
     module docstring for `query_wording`)."""
-    if query_wording not in ("seen_elsewhere", "unseen"):
-        raise ValueError(f"query_wording={query_wording!r}: use 'seen_elsewhere' or 'unseen'")
+    if query_wording not in get_args(WikidataQueryWording):
+        raise ValueError(f"query_wording={query_wording!r}: use one of {get_args(WikidataQueryWording)}")
     path = Path(path)
     if not path.is_dir():
         raise WikidataFilesError(f"wikidata folder {path} does not exist; set data.wikidata_path")
