@@ -126,3 +126,10 @@ def test_curvature_sweep_changes_lambda_or_damping_alone_and_skips_the_tables_ow
     torch.testing.assert_close(scorers["trackstar_damping10"].corpus_vectors(stored.shard), _unit(stored.corpus @ damped))
     assert not torch.allclose(scorers["trackstar_damping10"].corpus_vectors(stored.shard),
                               scorers["trackstar"].corpus_vectors(stored.shard))
+
+
+def test_a_lambda_sweep_entry_of_zero_is_r_train_only_not_built_twice():
+    stored = _stored()
+    scorers, aliases, _ = trackstar_methods(stored.source, ["q1"], SETTINGS, lambdas=(0.0, 0.2))
+    assert aliases == {"trackstar_lambda0.0": "trackstar_r_train_only"}
+    assert "trackstar_lambda0.0" not in scorers and "trackstar_lambda0.2" in scorers

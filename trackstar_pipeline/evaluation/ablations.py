@@ -140,14 +140,17 @@ def trackstar_methods(
         "trackstar_no_unit_norm": vector_method(table_gradients, query_ids, inverse_sqrt, False,
                                                 "trackstar_no_unit_norm"),
     }
+    aliases = {sweep_name(dim): "trackstar" for dim in projection_dims if dim == settings.projection_dim}
     if settings.curvature:
-        train_only, _ = inverse_sqrt_of(table_gradients, replace(settings, lambda_mix=0.0))
-        methods["trackstar_r_train_only"] = vector_method(table_gradients, query_ids, train_only, unit,
-                                                          "trackstar_r_train_only")
-        for name, variant_settings in curvature_variants(settings, lambdas, dampings).items():
+        same_r: dict[AttributionSettings, str] = {}  # a sweep entry equal to R_train only is an alias of it
+        for name, variant_settings in {"trackstar_r_train_only": replace(settings, lambda_mix=0.0),
+                                       **curvature_variants(settings, lambdas, dampings)}.items():
+            if variant_settings in same_r:
+                aliases[name] = same_r[variant_settings]
+                continue
+            same_r[variant_settings] = name
             inverse, _ = inverse_sqrt_of(table_gradients, variant_settings)
             methods[name] = vector_method(table_gradients, query_ids, inverse, unit, name)
-    aliases = {sweep_name(dim): "trackstar" for dim in projection_dims if dim == settings.projection_dim}
     if new_pass is None:
         return methods, aliases, lambda_used
 
