@@ -22,7 +22,7 @@ from typing import Any
 
 from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
-from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, tailpatch_metrics
+from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, query_tailpatch, tailpatch_metrics
 
 RULES: list[tuple[str, float, float, int]] = [
     # (label, bm25 weight, rrf_k, bm25 head)
@@ -52,10 +52,15 @@ def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int) ->
     return result
 
 
-def measure(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
+def measured_effects(saved: dict[str, Any]) -> dict[tuple[str, str], TailPatchEffect]:
+    """(corpus id, query id) -> the saved Δp (rankings.json keeps Δp only)."""
+    return {(corpus_id, query_id): TailPatchEffect(delta, 0.0)
+            for query_id, per in saved["effects"].items() for corpus_id, delta in per.items()}
+
+
+def measure(saved: dict[str, Any], effects: dict[tuple[str, str], TailPatchEffect],
+            rankings: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
     """MRR over all evaluated queries, tail-patch@10 over the tail-patched ones, and the measured share."""
-    effects = {(corpus_id, query_id): TailPatchEffect(delta, 0.0)
-               for query_id, per in saved["effects"].items() for corpus_id, delta in per.items()}
     patched = {query_id: rankings[query_id] for query_id in saved["effects"]}
     top = [(corpus_id, query_id) for query_id, ranking in patched.items() for corpus_id, _ in ranking[:10]]
     return {"mrr": ranking_metrics(rankings, saved["ground_truth"])["mrr"],
@@ -63,22 +68,20 @@ def measure(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]])
             "measured": sum(pair in effects for pair in top) / max(1, len(top))}
 
 
-def paired_difference(saved: dict[str, Any], rankings: dict[str, list[tuple[str, float]]],
+def paired_difference(effects: dict[tuple[str, str], TailPatchEffect], patched: list[str],
+                      rankings: dict[str, list[tuple[str, float]]],
                       baseline: dict[str, list[tuple[str, float]]]) -> tuple[float, float]:
     """(mean, 95% half-width) over the tail-patched queries of this rule's tail-patch@10 minus trackstar's.
 
-    Each query's value is the mean Δp of its measured top 10, as tailpatch_metrics computes it; the
+    Each query's value is the engine's `query_tailpatch` (the mean Δp of its measured top 10); the
     interval says whether a rule's gain or loss against TrackStar is more than query-sampling noise.
     """
-    def per_query(ranking: list[tuple[str, float]], query_id: str) -> float | None:
-        measured = [saved["effects"][query_id][c] for c, _ in ranking[:10] if c in saved["effects"][query_id]]
-        return sum(measured) / len(measured) if measured else None
-
     differences = []
-    for query_id in saved["effects"]:
-        ours, theirs = per_query(rankings[query_id], query_id), per_query(baseline[query_id], query_id)
+    for query_id in patched:
+        ours = query_tailpatch(query_id, rankings[query_id], effects, 10)
+        theirs = query_tailpatch(query_id, baseline[query_id], effects, 10)
         if ours is not None and theirs is not None:
-            differences.append(ours - theirs)
+            differences.append(ours.delta_prob - theirs.delta_prob)
     if len(differences) < 2:
         return float("nan"), float("nan")
     mean = sum(differences) / len(differences)
@@ -108,16 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for folder in args.worlds:
         saved = json.loads((folder / "rankings.json").read_text())
+        effects = measured_effects(saved)
         trackstar = {q: as_ranking(ids) for q, ids in saved["open_set"]["trackstar"].items()}
-        base = {name: measure(saved, {q: as_ranking(ids) for q, ids in saved["open_set"][name].items()})
+        base = {name: measure(saved, effects, {q: as_ranking(ids) for q, ids in saved["open_set"][name].items()})
                 for name in ("bm25", "trackstar")}
         bounds = ", ".join(f"top {h}: {top_share(saved, h):.1%} (head {h}'s MRR loss bound "
                            f"{(1 - top_share(saved, h)) / (h + 1):.3f})" for h in (1, 2))
         print(f"| {folder.parent.name}/{folder.name} | BM25 has a ground-truth row in its {bounds} | | | | | | | |")
         for label, weight, rrf_k, head in RULES:
             rankings = fused(saved, weight, rrf_k, head)
-            row = measure(saved, rankings)
-            mean, half_width = paired_difference(saved, rankings, trackstar)
+            row = measure(saved, effects, rankings)
+            mean, half_width = paired_difference(effects, list(saved["effects"]), rankings, trackstar)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]
             print(f"| {folder.parent.name}/{folder.name} | {label} | {row['mrr']:.3f} | {base['bm25']['mrr'] - 0.02:.3f} | "
                   f"{row['tailpatch@10']:+.2e} | {base['trackstar']['tailpatch@10']:+.2e} | "

@@ -107,6 +107,15 @@ def test_aggregation_over_top_k_and_queries():
         "a": ["q1", "q2"], "b": ["q2"]}
 
 
+def test_a_querys_tailpatch_averages_only_its_measured_proponents():
+    from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect as E, query_tailpatch
+
+    effects = {("a", "q1"): E(0.3, 1.0), ("c", "q1"): E(0.1, 0.5)}
+    ranking = [("a", 3.0), ("b", 2.0), ("c", 1.0)]  # b was never patched
+    assert query_tailpatch("q1", ranking, effects, 3) == E(pytest.approx(0.2), pytest.approx(0.75))
+    assert query_tailpatch("q1", ranking, effects, 1) == E(0.3, 1.0)
+    assert query_tailpatch("q2", ranking, effects, 3) is None
+
 def test_load_setup_reads_pretrain_outputs(tmp_path):
     model, setup = _tiny_model_and_state("adamw")
     torch.save(setup.optimizer_state, tmp_path / "optimizer.pt")

@@ -269,18 +269,25 @@ def proponent_targets(rankings_by_method: Mapping[str, Mapping[str, Sequence[tup
     return {corpus_id: list(query_ids) for corpus_id, query_ids in targets.items()}
 
 
+def query_tailpatch(query_id: str, ranking: Sequence[tuple[str, float]],
+                    effects: Mapping[tuple[str, str], TailPatchEffect], k: int) -> TailPatchEffect | None:
+    """Mean Δp and Δlog p over the measured ones of a query's top-k proponents; None when none was measured."""
+    pairs = [effects[(corpus_id, query_id)] for corpus_id, _ in list(ranking)[:k] if (corpus_id, query_id) in effects]
+    if not pairs:
+        return None
+    return TailPatchEffect(sum(effect.delta_prob for effect in pairs) / len(pairs),
+                           sum(effect.delta_logprob for effect in pairs) / len(pairs))
+
+
 def tailpatch_metrics(rankings: Mapping[str, Sequence[tuple[str, float]]],
                       effects: Mapping[tuple[str, str], TailPatchEffect], ks: Sequence[int]) -> dict[str, float | None]:
     """tailpatch@k: mean over queries of the mean Δp over its top-k proponents (also Δlog p)."""
     result: dict[str, float | None] = {}
     for k in ks:
-        prob, logprob = [], []
-        for query_id, ranking in rankings.items():
-            pairs = [effects[(corpus_id, query_id)] for corpus_id, _ in list(ranking)[:k]
-                     if (corpus_id, query_id) in effects]
-            if pairs:
-                prob.append(sum(effect.delta_prob for effect in pairs) / len(pairs))
-                logprob.append(sum(effect.delta_logprob for effect in pairs) / len(pairs))
+        per_query = [query_tailpatch(query_id, ranking, effects, k) for query_id, ranking in rankings.items()]
+        measured = [effect for effect in per_query if effect is not None]
+        prob = [effect.delta_prob for effect in measured]
+        logprob = [effect.delta_logprob for effect in measured]
         result[f"tailpatch@{k}"] = sum(prob) / len(prob) if prob else None
         result[f"tailpatch_logprob@{k}"] = sum(logprob) / len(logprob) if logprob else None
     return result
