@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from quality import tailpatch10, trackstar_targets  # benchmarks/ is on sys.path when run as a script
+
 VARIANT_PREFIXES = ("trackstar_lambda", "trackstar_damping", "trackstar_d")
 ABLATIONS = ("trackstar_no_curvature", "trackstar_r_train_only", "trackstar_no_optimizer")
 
@@ -29,16 +31,13 @@ def variants(summaries: list[dict[str, Any]]) -> list[str]:
 
 
 def targets_met(table: dict[str, dict[str, float]], method: str) -> bool:
-    """Issue 11's TrackStar targets for `method` in place of trackstar."""
-    tailpatch = lambda m: table[m].get("tailpatch@10") or 0.0  # noqa: E731
-    return (table[method]["mrr"] >= 5 * table["random"]["mrr"]
-            and tailpatch(method) >= 1.2 * tailpatch("bm25") and tailpatch(method) > tailpatch("random"))
+    """Issue 11's TrackStar targets (quality.py's own check) for `method` in place of trackstar."""
+    return all(trackstar_targets(table, method).values())
 
 
 def tailpatch_cell(table: dict[str, dict[str, float]], method: str) -> str:
     """tail-patch@10 and its multiple of BM25's (no multiple where BM25's effect is not positive)."""
-    bm25 = table["bm25"].get("tailpatch@10") or 0.0
-    value = table[method].get("tailpatch@10") or 0.0
+    bm25, value = tailpatch10(table, "bm25"), tailpatch10(table, method)
     return f"{value:+.2e}" + (f" ({value / bm25:.2f}x)" if bm25 > 0 else "")
 
 
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         for summary in summaries:
             table = summary["open_set"]
             mrrs.append(table[method]["mrr"])
-            effects.append(table[method].get("tailpatch@10") or 0.0)
+            effects.append(tailpatch10(table, method))
             met += targets_met(table, method)
             cells.append(f"{mrrs[-1]:.3f} / {tailpatch_cell(table, method)}{'' if targets_met(table, method) else ' fail'}")
         cells += [f"{sum(mrrs) / len(mrrs):.3f}", f"{sum(effects) / len(effects):+.2e}", f"{met}/{len(summaries)}"]
