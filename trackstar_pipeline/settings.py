@@ -118,16 +118,32 @@ class TrainingSettings:
     epochs: Union[int, Literal["auto"]] = "auto"
     """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
     min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
-    time_budget_s: float = 420.0
-    """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s."""
-    nominal_tokens_per_s: float = 3800.0
-    """Throughput the plan assumes (one free core of a 2-core x86 CPU, 5.4M parameters, bfloat16: 24
-    epochs of the embedded world, 1.53M tokens, took about 400 s); 420 s then buys 25 epochs of it;
-    the plan is a pure function of the corpus and the settings, so runs stay reproducible."""
+    time_budget_s: float = 285.0
+    """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s (1.6M tokens:
+    25 epochs of the embedded world, 22 of a 5k-row generated world, 10 of a 10k-row one)."""
+    nominal_tokens_per_s: float = 5600.0
+    """Training tokens per second the plans assume at the configured width (one core of this project's
+    2-core x86 CPU, bfloat16 autocast: the embedded world's 1.6M tokens took 285 s, generated world 3's
+    2.81M 502 s). The plans are pure functions of the corpus and the settings, so runs stay reproducible
+    on any machine; only their wall time scales."""
+    width: Literal["auto", "fixed"] = "auto"
+    """auto: when min_epochs (or a fixed epoch count) at hidden_size would take longer than max_time_s,
+    train a narrower model (hidden, intermediate and heads scaled together, head size kept) that fits.
+    At equal time a narrower model that sees every fact ten times recalls more than the full width that
+    sees it five times (generated world 3, 20k rows: 128 wide, 10 epochs 70.0% in 254 s; 256 wide,
+    5 epochs 42.6%; docs/quality_results.md). fixed: always hidden_size."""
+    max_time_s: float = 600.0
+    """The most pretraining may take at nominal_tokens_per_s before the width shrinks (width: auto)."""
+    min_hidden_size: int = 64
+    """The narrowest width auto may choose; a corpus too large even for it trains past max_time_s."""
+    token_overhead_macs: float = 2.0e6
+    """Per-token cost besides the matmuls, in multiply-adds, for the plan's speed model (norms,
+    attention, optimizer, Python): with it, 128 wide predicts 2.0x the tokens/s of 256 wide, as measured."""
     min_epochs: int = 10
-    """The plan's floor (a large corpus gets at least this many passes even past the time budget) and the
-    first epoch the probe runs after. A fact mentioned once is learned only after about ten passes: generated
-    world 3 at 20k rows recalled 42.6% in the budget's 5 epochs and 71.4% in 10 (docs/quality_results.md)."""
+    """The plan's floor (a large corpus gets at least this many passes even past the time budget, up to
+    max_time_s, then at a narrower width) and the first epoch the probe runs after. A fact mentioned once
+    is learned only after about ten passes: generated world 3 at 20k rows recalled 42.6% in 5 epochs and
+    71.4% in 10 (docs/quality_results.md)."""
     max_epochs: int = 60
     learned_recall: float = 0.0
     """Stop once greedy completion of held-in corpus statements (a probe cut before the object, never

@@ -1,4 +1,4 @@
-"""Adaptive pretraining: the epoch plan follows the corpus size, the probe is held-in corpus text, the stop works."""
+"""Adaptive pretraining: the width and epoch plan follow the corpus size, the probe is held-in corpus text, the stop works."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.settings import TrainingSettings
-from trackstar_pipeline.training.adaptive import corpus_probe, plan_epochs
+from trackstar_pipeline.training.adaptive import candidate_widths, corpus_probe, plan_training, token_cost
 from trackstar_pipeline.training import pretrain as pretrain_module
 from trackstar_pipeline.training.pretrain import lr_factor, pretrain
 from trackstar_pipeline.training.recall import FactRecall
@@ -20,12 +20,49 @@ TINY = TrainingSettings(hidden_size=32, intermediate_size=64, num_layers=2, num_
 
 
 def test_auto_epochs_shrink_as_the_corpus_grows_and_stay_clamped() -> None:
-    settings = TrainingSettings(epochs="auto", time_budget_s=100, nominal_tokens_per_s=1000, min_epochs=3, max_epochs=50)
-    assert plan_epochs(10_000, settings).epochs == 10
-    assert plan_epochs(20_000, settings).epochs == 5
-    assert plan_epochs(1_000_000, settings).epochs == 3
-    assert plan_epochs(100, settings).epochs == 50
-    assert plan_epochs(10_000, replace(settings, epochs=7)).epochs == 7
+    settings = TrainingSettings(epochs="auto", time_budget_s=100, nominal_tokens_per_s=1000, min_epochs=3, max_epochs=50,
+                                width="fixed")
+    assert plan_training(10_000, settings).epochs == 10
+    assert plan_training(20_000, settings).epochs == 5
+    assert plan_training(1_000_000, settings).epochs == 3
+    assert plan_training(100, settings).epochs == 50
+    assert plan_training(10_000, replace(settings, epochs=7)).epochs == 7
+    assert {plan_training(tokens, settings).hidden_size for tokens in (100, 10_000, 10**9)} == {settings.hidden_size}
+
+
+def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
+    settings = TrainingSettings(time_budget_s=100, nominal_tokens_per_s=1000, max_time_s=200, min_epochs=10)
+    assert candidate_widths(settings) == [256, 192, 128, 64]
+    fits = plan_training(20_000, settings)  # 10 epochs x 20k tokens = 200 s: fits at full width
+    assert (fits.hidden_size, fits.epochs, fits.speedup) == (256, 10, 1.0)
+    assert fits.predicted_seconds == 200
+    for tokens in (20_001, 30_000, 50_000):
+        plan = plan_training(tokens, settings)
+        assert plan.hidden_size < 256 and plan.predicted_seconds <= settings.max_time_s
+        wider = plan.hidden_size + 64
+        assert 10 * tokens / (1000 * token_cost(256, settings) / token_cost(wider, settings)) > settings.max_time_s
+        assert plan.num_heads == plan.hidden_size // 64 and plan.intermediate_size == 4 * plan.hidden_size
+        assert plan.speedup == token_cost(256, settings) / token_cost(plan.hidden_size, settings) > 1
+        assert plan.model_settings(settings).hidden_size == plan.hidden_size
+        assert "narrowed from 256" in plan.describe()
+    too_big = plan_training(10**8, settings)
+    assert too_big.hidden_size == 64 and too_big.epochs == 10 and too_big.predicted_seconds > settings.max_time_s
+    assert plan_training(10**8, replace(settings, width="fixed")).hidden_size == 256
+    assert plan_training(10**8, replace(settings, min_hidden_size=128)).hidden_size == 128
+    # A fixed epoch count is the floor that must fit.
+    assert plan_training(10_000, replace(settings, epochs=20)).hidden_size == 256
+    assert plan_training(10_000, replace(settings, epochs=40)).hidden_size < 256
+
+
+def test_a_narrowed_plan_trains_and_saves_that_width(tmp_path: Path) -> None:
+    corpus = generate_fact_world(200, 10, seed=0)[0]
+    settings = replace(TINY, hidden_size=64, intermediate_size=128, num_heads=4, epochs=1, max_time_s=1e-3,
+                       min_hidden_size=32)
+    result = pretrain(corpus, settings, tmp_path, progress=lambda _: None)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]) == (32, 64, 2)
+    state = json.loads(result.training_state_path.read_text())
+    assert state["hidden_size"] == 32 and "narrowed from 64" in state["plan"]
 
 
 def test_probe_is_held_in_corpus_text_cut_before_the_object() -> None:

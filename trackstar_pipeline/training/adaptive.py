@@ -1,7 +1,9 @@
-"""Pretraining that fits the corpus it is given: an epoch plan from its size, a stop when its facts are learned.
+"""Pretraining that fits the corpus it is given: a width and epoch plan from its size, a stop when its facts are learned.
 
 Fixed epochs tuned on one world under-train a bigger or harder one and waste time on an easy one.
-The plan spends a time budget: epochs = budget x nominal tokens/s / corpus tokens, clamped. The
+The plan spends a time budget: epochs = budget x nominal tokens/s / corpus tokens, clamped to a floor
+of passes a rare fact needs. When that floor at the configured width would outlast max_time_s, the
+model gets narrower (fewer heads of the same size) rather than the facts fewer passes. The
 stop rule asks the corpus itself, never the evaluation queries: a probe of held-in fact-stating
 rows cut before their object ("Records show that Ana Ruiz lives in" -> " Tarnland"), completed
 greedily after each epoch; training ends once the probe recalls `learned_recall` of them.
@@ -10,7 +12,7 @@ greedily after each epoch; training ends once the probe recalls `learned_recall`
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -18,25 +20,80 @@ from trackstar_pipeline.settings import TrainingSettings
 
 
 @dataclass(frozen=True)
-class EpochPlan:
-    """How many epochs the budget buys for this corpus, and why (printed with the progress)."""
+class TrainingPlan:
+    """The width and epochs chosen for this corpus, and why (printed with the progress)."""
 
     epochs: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
     corpus_tokens: int
     budget_tokens: int
+    speedup: float
+    """Nominal tokens/s at this width over the configured width's."""
+    configured_hidden_size: int
+    predicted_seconds: float
+    """Wall time at nominal_tokens_per_s x speedup: the machine's own speed scales it."""
+
+    def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
+        """The settings with this plan's width, for building the model."""
+        return replace(settings, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+                       num_heads=self.num_heads)
 
     def describe(self) -> str:
-        return (f"{self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
-                f"{self.budget_tokens} tokens in the time budget")
+        width = f"hidden {self.hidden_size}"
+        if self.hidden_size != self.configured_hidden_size:
+            width += (f" (narrowed from {self.configured_hidden_size}: {self.speedup:.1f}x the tokens/s, "
+                      "so the planned epochs fit training.max_time_s)")
+        return (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
+                f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
+                f"the nominal speed")
 
 
-def plan_epochs(corpus_tokens: int, settings: TrainingSettings) -> EpochPlan:
-    """Epochs the time budget pays for at the nominal throughput (or the fixed setting when it is an int)."""
+def token_cost(hidden_size: int, settings: TrainingSettings) -> float:
+    """Nominal multiply-adds per training token at this width (intermediate scaled with it)."""
+    intermediate = settings.intermediate_size * hidden_size / settings.hidden_size
+    matmuls = settings.num_layers * (4 * hidden_size**2 + 3 * hidden_size * intermediate)
+    return matmuls + hidden_size * settings.vocab_size + settings.token_overhead_macs
+
+
+def candidate_widths(settings: TrainingSettings) -> list[int]:
+    """Widths auto may choose, widest first: the configured one, then one head fewer at a time."""
+    head_size = settings.hidden_size // settings.num_heads
+    narrowest = min(settings.hidden_size, max(head_size, settings.min_hidden_size))
+    return list(range(settings.hidden_size, narrowest - 1, -head_size))
+
+
+def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPlan:
+    """The widest width whose epoch floor fits max_time_s, then the epochs the time budget buys there.
+
+    The floor is min_epochs (epochs auto) or the fixed epoch count. Pure in the corpus token count and
+    the settings, so a resumed or repeated run plans the same model.
+    """
+    corpus_tokens = max(1, corpus_tokens)
     budget_tokens = int(settings.time_budget_s * settings.nominal_tokens_per_s)
+    floor_epochs = settings.epochs if isinstance(settings.epochs, int) else settings.min_epochs
+    widths = candidate_widths(settings) if settings.width == "auto" else [settings.hidden_size]
+
+    def speedup(width: int) -> float:
+        return token_cost(settings.hidden_size, settings) / token_cost(width, settings)
+
+    def seconds(epochs: int, width: int) -> float:
+        return epochs * corpus_tokens / (settings.nominal_tokens_per_s * speedup(width))
+
+    hidden = next((width for width in widths if seconds(floor_epochs, width) <= settings.max_time_s), widths[-1])
     if isinstance(settings.epochs, int):
-        return EpochPlan(settings.epochs, corpus_tokens, budget_tokens)
-    affordable = budget_tokens // max(1, corpus_tokens)
-    return EpochPlan(int(min(settings.max_epochs, max(settings.min_epochs, affordable))), corpus_tokens, budget_tokens)
+        epochs = settings.epochs
+    else:
+        affordable = int(budget_tokens * speedup(hidden)) // corpus_tokens
+        epochs = int(min(settings.max_epochs, max(settings.min_epochs, affordable)))
+    ratio = hidden / settings.hidden_size
+    return TrainingPlan(
+        epochs=epochs, hidden_size=hidden, intermediate_size=round(settings.intermediate_size * ratio),
+        num_heads=settings.num_heads * hidden // settings.hidden_size, corpus_tokens=corpus_tokens,
+        budget_tokens=budget_tokens, speedup=speedup(hidden), configured_hidden_size=settings.hidden_size,
+        predicted_seconds=seconds(epochs, hidden),
+    )
 
 
 def corpus_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
@@ -63,6 +120,6 @@ def corpus_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
     )
 
 
-def probe_due(epochs_done: int, plan: EpochPlan, settings: TrainingSettings) -> bool:
+def probe_due(epochs_done: int, plan: TrainingPlan, settings: TrainingSettings) -> bool:
     """Whether to run the probe after this epoch: the stop rule is on and the minimum epochs are done."""
     return settings.learned_recall > 0 and settings.min_epochs <= epochs_done < plan.epochs

@@ -7,6 +7,7 @@ Markdown when a report path is given.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -32,6 +33,11 @@ def run_default(output_dir: Path, data: DataSettings = DataSettings(), training:
     return result, fact_recall(model, tokenizer, queries, corpus), seconds
 
 
+def _trained_width(result: PretrainResult) -> int:
+    """The width the plan chose (training.width auto may narrow the configured one)."""
+    return json.loads((result.model_dir / "config.json").read_text())["hidden_size"]
+
+
 def report_markdown(result: PretrainResult, recall: FactRecall, seconds: float, training: TrainingSettings) -> str:
     """The measured numbers as a Markdown section (recall overall and per mention-count bucket)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -42,7 +48,7 @@ def report_markdown(result: PretrainResult, recall: FactRecall, seconds: float, 
         f"- world generation + pretraining wall time: **{seconds / 60:.1f} minutes** "
         f"({result.steps} steps, final loss {result.final_loss:.3f}, final lr {result.final_learning_rate:.2e})",
         f"- parameters: **{result.parameters / 1e6:.2f}M** (Llama-style, {training.num_layers} layers, "
-        f"hidden {training.hidden_size}, {training.optimizer})",
+        f"hidden {_trained_width(result)}, {training.optimizer})",
         f"- machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
         f"1-minute load average at the end {load:.1f}",
         "",

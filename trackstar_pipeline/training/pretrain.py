@@ -26,7 +26,7 @@ from transformers.optimization import Adafactor
 
 from trackstar_pipeline.attribution.precision import autocast, autocast_dtype
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
-from trackstar_pipeline.training.adaptive import corpus_probe, plan_epochs, probe_due
+from trackstar_pipeline.training.adaptive import corpus_probe, plan_training, probe_due
 from trackstar_pipeline.training.recall import fact_recall
 from trackstar_pipeline.settings import TrainingSettings
 
@@ -192,11 +192,11 @@ def pretrain(
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
     rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
-    model = build_model(settings, tokenizer)
-    optimizer = build_optimizer(model, settings)
     lengths = [len(row) for row in rows]
+    plan = plan_training(sum(lengths), settings)
+    model = build_model(plan.model_settings(settings), tokenizer)
+    optimizer = build_optimizer(model, settings)
     steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
-    plan = plan_epochs(sum(lengths), settings)
     total_steps = plan.epochs * steps_per_epoch
     probe = corpus_probe(corpus, settings.probe_size, settings.seed)
     probe_recall: float | None = None
@@ -295,6 +295,8 @@ def pretrain(
                 "step": step,
                 "epochs": settings.epochs,
                 "epochs_planned": plan.epochs,
+                "hidden_size": plan.hidden_size,
+                "plan": plan.describe(),
                 "epochs_done": step / steps_per_epoch,
                 "probe_recall": probe_recall,
                 "seed": settings.seed,
