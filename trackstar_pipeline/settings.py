@@ -122,10 +122,11 @@ class TrainingSettings:
     """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s (1.6M tokens:
     25 epochs of the embedded world, 22 of a 5k-row generated world, 10 of a 10k-row one)."""
     nominal_tokens_per_s: float = 5600.0
-    """Training tokens per second the plans assume at the configured width (one core of this project's
-    2-core x86 CPU, bfloat16 autocast: the embedded world's 1.6M tokens took 285 s, generated world 3's
-    2.81M 502 s). The plans are pure functions of the corpus and the settings, so runs stay reproducible
-    on any machine; only their wall time scales."""
+    """Training tokens per second of the default model (256 wide, 4 layers, vocab 4096) that the plans
+    assume; other sizes scale it by their cost per token (adaptive.token_cost). Measured on one core of
+    this project's 2-core x86 CPU under bfloat16 autocast: the embedded world's 1.6M tokens took 285 s,
+    generated world 3's 2.81M 502 s. The plans are pure functions of the corpus and the settings, so
+    runs stay reproducible on any machine; only their wall time scales."""
     width: Literal["auto", "fixed"] = "auto"
     """auto: when min_epochs (or a fixed epoch count) at hidden_size would take longer than max_time_s,
     train a narrower model (hidden, intermediate and heads scaled together, head size kept) that fits.

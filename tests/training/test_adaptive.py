@@ -28,6 +28,9 @@ def test_auto_epochs_shrink_as_the_corpus_grows_and_stay_clamped() -> None:
     assert plan_training(100, settings).epochs == 50
     assert plan_training(10_000, replace(settings, epochs=7)).epochs == 7
     assert {plan_training(tokens, settings).hidden_size for tokens in (100, 10_000, 10**9)} == {settings.hidden_size}
+    # nominal_tokens_per_s is the default model's speed: a narrower configured model buys more epochs.
+    narrow = replace(settings, hidden_size=128, intermediate_size=512, num_heads=2)
+    assert plan_training(20_000, narrow).epochs == int(5 * token_cost(256, settings) / token_cost(128, narrow))
 
 
 def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:

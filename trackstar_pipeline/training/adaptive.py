@@ -57,6 +57,16 @@ def token_cost(hidden_size: int, settings: TrainingSettings) -> float:
     return matmuls + hidden_size * settings.vocab_size + settings.token_overhead_macs
 
 
+REFERENCE_MODEL = TrainingSettings()
+"""The architecture nominal_tokens_per_s was measured on (the defaults: 256 wide, 4 layers, vocab 4096)."""
+
+
+def nominal_tokens_per_s(hidden_size: int, settings: TrainingSettings) -> float:
+    """Training tokens/s the plan assumes for this width: the nominal speed scaled by the cost per token."""
+    reference = token_cost(REFERENCE_MODEL.hidden_size, REFERENCE_MODEL)
+    return settings.nominal_tokens_per_s * reference / token_cost(hidden_size, settings)
+
+
 def candidate_widths(settings: TrainingSettings) -> list[int]:
     """Widths auto may choose, widest first: the configured one, then one head fewer at a time."""
     head_size = settings.hidden_size // settings.num_heads
@@ -71,27 +81,24 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
     the settings, so a resumed or repeated run plans the same model.
     """
     corpus_tokens = max(1, corpus_tokens)
-    budget_tokens = int(settings.time_budget_s * settings.nominal_tokens_per_s)
     floor_epochs = settings.epochs if isinstance(settings.epochs, int) else settings.min_epochs
     widths = candidate_widths(settings) if settings.width == "auto" else [settings.hidden_size]
 
-    def speedup(width: int) -> float:
-        return token_cost(settings.hidden_size, settings) / token_cost(width, settings)
-
     def seconds(epochs: int, width: int) -> float:
-        return epochs * corpus_tokens / (settings.nominal_tokens_per_s * speedup(width))
+        return epochs * corpus_tokens / nominal_tokens_per_s(width, settings)
 
     hidden = next((width for width in widths if seconds(floor_epochs, width) <= settings.max_time_s), widths[-1])
+    budget_tokens = int(settings.time_budget_s * nominal_tokens_per_s(hidden, settings))
     if isinstance(settings.epochs, int):
         epochs = settings.epochs
     else:
-        affordable = int(budget_tokens * speedup(hidden)) // corpus_tokens
-        epochs = int(min(settings.max_epochs, max(settings.min_epochs, affordable)))
+        epochs = int(min(settings.max_epochs, max(settings.min_epochs, budget_tokens // corpus_tokens)))
     ratio = hidden / settings.hidden_size
     return TrainingPlan(
         epochs=epochs, hidden_size=hidden, intermediate_size=round(settings.intermediate_size * ratio),
         num_heads=settings.num_heads * hidden // settings.hidden_size, corpus_tokens=corpus_tokens,
-        budget_tokens=budget_tokens, speedup=speedup(hidden), configured_hidden_size=settings.hidden_size,
+        budget_tokens=budget_tokens, configured_hidden_size=settings.hidden_size,
+        speedup=token_cost(settings.hidden_size, settings) / token_cost(hidden, settings),
         predicted_seconds=seconds(epochs, hidden),
     )
 
