@@ -32,12 +32,14 @@ def model_training(
         result = pretrain(corpus, settings.training, layout.pretrain_workdir(store), progress=context.log.info)
         model_dir, optimizer_path = Path(result.model_dir), result.optimizer_state_path
         source, final_lr = "pretrained on corpus_source", float(result.final_learning_rate)
+        training_facts = {"training_plan": result.plan, "parameters": result.parameters, "steps": result.steps}
     else:
         from trackstar_pipeline.models import find_optimizer_state, local_model_dir
 
         model_dir = local_model_dir(settings.training.model_uri, storage)
         optimizer_path = find_optimizer_state(settings.training.model_uri, settings.training.optimizer_state_uri, storage)
         source, final_lr = settings.training.model_uri, settings.training.learning_rate
+        training_facts = {}
     store.delete_prefix(layout.MODEL_DIR)
     store.upload_dir(Path(model_dir), layout.MODEL_DIR)
     model_version = tree_digest(Path(model_dir))
@@ -67,6 +69,7 @@ def model_training(
             "bytes": model_bytes,
             "final_learning_rate": final_lr,
             "device": str(torch_device.torch_device),
+            **training_facts,
         },
     )
     yield MaterializeResult(

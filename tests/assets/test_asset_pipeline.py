@@ -44,6 +44,9 @@ def test_every_asset_is_materialized_with_metadata(pipeline):
         assert instance.get_latest_materialization_event(key) is not None, f"{key.to_user_string()} never materialized"
     table_event = instance.get_latest_materialization_event(dg.AssetKey("gradient_table")).asset_materialization
     assert table_event.metadata["table_version"].value >= 1
+    model_event = instance.get_latest_materialization_event(dg.AssetKey("model_checkpoint")).asset_materialization
+    assert "epochs planned" in model_event.metadata["training_plan"].value
+    assert model_event.metadata["parameters"].value > 0 and model_event.metadata["steps"].value > 0
     assert any("shard" in message for message in messages)
     assert Path(report).name == "report.md"
 

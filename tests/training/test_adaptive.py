@@ -65,7 +65,7 @@ def test_a_narrowed_plan_trains_and_saves_that_width(tmp_path: Path) -> None:
     config = json.loads((result.model_dir / "config.json").read_text())
     assert (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]) == (32, 64, 2)
     state = json.loads(result.training_state_path.read_text())
-    assert state["hidden_size"] == 32 and "narrowed from 64" in state["plan"]
+    assert state["hidden_size"] == 32 and "narrowed from 64" in state["plan"] == result.plan
 
 
 def test_probe_is_held_in_corpus_text_cut_before_the_object() -> None:

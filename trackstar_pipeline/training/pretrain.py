@@ -51,6 +51,8 @@ class PretrainResult:
     """Share of held-in corpus statements completed greedily at the last probe (None: never probed)."""
     seconds: float
     """Wall time of this call (a resumed run counts only its own part)."""
+    plan: str = ""
+    """The width and epoch plan and why (adaptive.TrainingPlan.describe)."""
 
 
 def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
@@ -321,6 +323,7 @@ def pretrain(
         parameters=parameters,
         probe_recall=probe_recall,
         seconds=time.perf_counter() - started,
+        plan=plan.describe(),
     )
 
 
@@ -349,6 +352,7 @@ def _finished_run(model_dir: Path, log_path: Path, key: str, started: float) -> 
         parameters=state["parameters"],
         probe_recall=state.get("probe_recall"),
         seconds=time.perf_counter() - started,
+        plan=state.get("plan", ""),
     )
 
 
