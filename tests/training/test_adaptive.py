@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +81,21 @@ def test_probe_is_held_in_corpus_text_cut_before_the_object() -> None:
     assert not set(probe["prompt"]) & set(queries["prompt"])
     assert corpus_probe(corpus.drop("facts"), 50, seed=0).height == 0
     assert corpus_probe(corpus, 50, seed=0).equals(probe)
+    assert probe.equals(slow_probe(corpus, 50, seed=0))
+
+
+def slow_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
+    """The probe row by row in Python: the reference corpus_probe's columnar version must equal."""
+    by_fact: dict[tuple[str, ...], tuple[str, str]] = {}
+    for example_id, text, facts in zip(corpus["id"], corpus["text"], corpus["facts"]):
+        if facts is None or len(facts) != 1:
+            continue
+        cut = text.rfind(" " + facts[0][2])
+        if cut > 0 and tuple(facts[0]) not in by_fact:
+            by_fact[tuple(facts[0])] = (example_id, text[:cut])
+    chosen = random.Random(seed).sample(sorted(by_fact), min(size, len(by_fact)))
+    return pl.DataFrame({"id": [by_fact[fact][0] for fact in chosen], "prompt": [by_fact[fact][1] for fact in chosen],
+                         "completion": [" " + fact[2] for fact in chosen]})
 
 
 def test_training_stops_once_the_probe_reaches_the_target(tmp_path: Path, monkeypatch) -> None:

@@ -106,24 +106,31 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
 def corpus_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
     """Held-in statements (id, prompt, completion): one row per sampled fact, cut right before its object.
 
-    Only single-fact rows whose object follows some text are usable; facts are sampled uniformly,
-    so rare facts weigh as much as frequent ones. An empty frame when the corpus has no `facts`.
+    Only single-fact rows whose object follows some text are usable (the first such row per fact);
+    facts are sampled uniformly, so rare facts weigh as much as frequent ones. Columnar up to the
+    sample, so a million-row corpus costs no Python loop. An empty frame when the corpus has no `facts`.
     """
+    schema = {"id": pl.String, "prompt": pl.String, "completion": pl.String}
     if "facts" not in corpus.columns:
-        return pl.DataFrame(schema={"id": pl.String, "prompt": pl.String, "completion": pl.String})
-    by_fact: dict[tuple[str, ...], tuple[str, str]] = {}
-    for example_id, text, facts in zip(corpus["id"], corpus["text"], corpus["facts"]):
-        if facts is None or len(facts) != 1:
-            continue
-        obj = facts[0][2]
-        cut = text.rfind(" " + obj)
-        if cut > 0 and tuple(facts[0]) not in by_fact:
-            by_fact[tuple(facts[0])] = (example_id, text[:cut])
-    chosen = random.Random(seed).sample(sorted(by_fact), min(size, len(by_fact)))
+        return pl.DataFrame(schema=schema)
+    marker = pl.lit(" ") + pl.col("object")
+    usable = (
+        corpus.lazy()
+        .filter(pl.col("facts").list.len() == 1)
+        .with_columns(fact=pl.col("facts").list.first())
+        .with_columns(subject=pl.col("fact").list.get(0), relation=pl.col("fact").list.get(1),
+                      object=pl.col("fact").list.get(2))
+        .filter(pl.col("text").str.slice(1).str.contains(marker, literal=True))  # the object follows some text
+        .unique(subset=["subject", "relation", "object"], keep="first", maintain_order=True)
+        .sort(["subject", "relation", "object"])
+        .select("id", "text", "object")
+        .collect()
+    )
+    chosen = usable[random.Random(seed).sample(range(usable.height), min(size, usable.height))]
     return pl.DataFrame(
-        {"id": [by_fact[fact][0] for fact in chosen], "prompt": [by_fact[fact][1] for fact in chosen],
-         "completion": [" " + fact[2] for fact in chosen]},
-        schema={"id": pl.String, "prompt": pl.String, "completion": pl.String},
+        {"id": chosen["id"], "prompt": [text[: text.rfind(" " + obj)] for text, obj in zip(chosen["text"], chosen["object"])],
+         "completion": (" " + chosen["object"]).to_list() if chosen.height else []},
+        schema=schema,
     )
 
 

@@ -200,7 +200,8 @@ def pretrain(
     optimizer = build_optimizer(model, settings)
     steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
     total_steps = plan.epochs * steps_per_epoch
-    probe = corpus_probe(corpus, settings.probe_size, settings.seed)
+    probe_size = settings.probe_size if settings.learned_recall > 0 else 0  # 0: the stop rule is off
+    probe = corpus_probe(corpus, probe_size, settings.seed)
     probe_recall: float | None = None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, settings))
 
