@@ -51,6 +51,7 @@ def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
         assert "narrowed from 256" in plan.describe()
     too_big = plan_training(10**8, settings)
     assert too_big.hidden_size == 64 and too_big.epochs == 10 and too_big.predicted_seconds > settings.max_time_s
+    assert "WARNING: over training.max_time_s" in too_big.describe() and "WARNING" not in fits.describe()
     assert plan_training(10**8, replace(settings, width="fixed")).hidden_size == 256
     assert plan_training(10**8, replace(settings, min_hidden_size=128)).hidden_size == 128
     # A fixed epoch count is the floor that must fit.

@@ -34,6 +34,8 @@ class TrainingPlan:
     configured_hidden_size: int
     predicted_seconds: float
     """Wall time at nominal_tokens_per_s x speedup: the machine's own speed scales it."""
+    time_limit_s: float
+    """training.max_time_s: a plan over it (even the narrowest width) says so."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
@@ -45,9 +47,14 @@ class TrainingPlan:
         if self.hidden_size != self.configured_hidden_size:
             width += (f" (narrowed from {self.configured_hidden_size}: {self.speedup:.1f}x the tokens/s, "
                       "so the planned epochs fit training.max_time_s)")
-        return (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
-                f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
-                f"the nominal speed")
+        described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
+                     f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
+                     f"the nominal speed")
+        if self.predicted_seconds > self.time_limit_s:
+            described += (f"; WARNING: over training.max_time_s ({self.time_limit_s:.0f} s) even so: for a corpus "
+                          "this large, bring a trained model (training.model_uri) or let the width shrink further "
+                          "(training.width auto, a lower training.min_hidden_size)")
+        return described
 
 
 def token_cost(hidden_size: int, settings: TrainingSettings) -> float:
@@ -99,7 +106,7 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
         num_heads=settings.num_heads * hidden // settings.hidden_size, corpus_tokens=corpus_tokens,
         budget_tokens=budget_tokens, configured_hidden_size=settings.hidden_size,
         speedup=token_cost(settings.hidden_size, settings) / token_cost(hidden, settings),
-        predicted_seconds=seconds(epochs, hidden),
+        predicted_seconds=seconds(epochs, hidden), time_limit_s=settings.max_time_s,
     )
 
 
