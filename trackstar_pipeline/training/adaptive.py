@@ -33,7 +33,7 @@ class TrainingPlan:
     """Nominal tokens/s at this width over the configured width's."""
     configured_hidden_size: int
     predicted_seconds: float
-    """Wall time at nominal_tokens_per_s x speedup: the machine's own speed scales it."""
+    """Wall time at this width's nominal speed (nominal_tokens_per_s): the machine's own speed scales it."""
     time_limit_s: float
     """training.max_time_s: a plan over it (even the narrowest width) says so."""
 
