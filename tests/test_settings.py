@@ -53,3 +53,16 @@ def test_top_level_must_be_a_mapping(tmp_path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(SettingsError, match="top level must be a mapping"):
         load_settings(path)
+
+
+def test_scientific_notation_without_a_dot_is_a_float(tmp_path) -> None:
+    """PyYAML reads `5e-3` as a string (YAML 1.1 wants `5.0e-3`); a float setting takes it as the number."""
+    path = tmp_path / "settings.yaml"
+    path.write_text("training:\n  learning_rate: 5e-3\nattribution:\n  lambda_mix: 1E-2\n")
+    settings = load_settings(path, {"attribution.damping": "2e0"})
+    assert settings.training.learning_rate == 5e-3 and settings.attribution.lambda_mix == 1e-2
+    assert settings.attribution.damping == 2.0
+    with pytest.raises(SettingsError, match="learning_rate"):
+        load_settings(overrides={"training.learning_rate": "fast"})
+    with pytest.raises(SettingsError, match="n_corpus"):
+        load_settings(overrides={"data.n_corpus": "5e3"})  # an int setting stays strict

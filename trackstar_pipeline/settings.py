@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -288,6 +289,9 @@ class SettingsError(ValueError):
     """A configuration file or override names an unknown key or a value of the wrong type."""
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = get_origin(annotation)
     if is_dataclass(annotation):
@@ -317,6 +321,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 5e-3 (no dot) as a string; users mean the number
     if annotation is type(None):
         if value is not None:
             raise SettingsError(f"{where}: expected null, got {value!r}")
