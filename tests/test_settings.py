@@ -66,3 +66,5 @@ def test_scientific_notation_without_a_dot_is_a_float(tmp_path) -> None:
         load_settings(overrides={"training.learning_rate": "fast"})
     with pytest.raises(SettingsError, match="n_corpus"):
         load_settings(overrides={"data.n_corpus": "5e3"})  # an int setting stays strict
+    with pytest.raises(SettingsError, match="learning_rate"):
+        load_settings(overrides={"training.learning_rate": "1e400"})  # not a finite number

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -289,7 +290,7 @@ class SettingsError(ValueError):
     """A configuration file or override names an unknown key or a value of the wrong type."""
 
 
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_SCIENTIFIC = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -322,7 +323,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 5e-3 (no dot) as a string; users mean the number
+        if math.isfinite(float(value)):
+            return float(value)  # YAML 1.1 reads 5e-3 (no dot) as a string; users mean the number
     if annotation is type(None):
         if value is not None:
             raise SettingsError(f"{where}: expected null, got {value!r}")

@@ -8,10 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.settings import TrainingSettings
-from trackstar_pipeline.training.adaptive import candidate_widths, corpus_probe, plan_training, token_cost
+from trackstar_pipeline.training.adaptive import (candidate_widths, corpus_probe, nominal_tokens_per_s, plan_training,
+                                                  token_cost)
 from trackstar_pipeline.training import pretrain as pretrain_module
 from trackstar_pipeline.training.pretrain import lr_factor, pretrain
 from trackstar_pipeline.training.recall import FactRecall
@@ -52,6 +54,13 @@ def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
     too_big = plan_training(10**8, settings)
     assert too_big.hidden_size == 64 and too_big.epochs == 10 and too_big.predicted_seconds > settings.max_time_s
     assert "WARNING: over training.max_time_s" in too_big.describe() and "WARNING" not in fits.describe()
+    # A budget above the ceiling buys epochs past it, but the floor fits: no narrowing, no warning.
+    generous = plan_training(10_000, replace(settings, time_budget_s=1000))
+    assert generous.hidden_size == 256 and generous.predicted_seconds > settings.max_time_s
+    assert "WARNING" not in generous.describe()
+    # The default model runs at the nominal speed whatever the overhead constant.
+    for overhead in (0.0, 4e6):
+        assert nominal_tokens_per_s(256, replace(settings, token_overhead_macs=overhead)) == pytest.approx(1000)
     assert plan_training(10**8, replace(settings, width="fixed")).hidden_size == 256
     assert plan_training(10**8, replace(settings, min_hidden_size=128)).hidden_size == 128
     # A fixed epoch count is the floor that must fit.
@@ -83,6 +92,9 @@ def test_probe_is_held_in_corpus_text_cut_before_the_object() -> None:
     assert corpus_probe(corpus.drop("facts"), 50, seed=0).height == 0
     assert corpus_probe(corpus, 50, seed=0).equals(probe)
     assert probe.equals(slow_probe(corpus, 50, seed=0))
+    assert corpus_probe(corpus, 0, seed=0).height == 0
+    no_facts = pl.DataFrame({"id": ["a", "b"], "text": ["x Tarn", "y Bo"], "facts": [[], []]})  # List(Null)
+    assert corpus_probe(no_facts, 5, seed=0).height == 0
 
 
 def slow_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:

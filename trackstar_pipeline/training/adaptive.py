@@ -35,7 +35,9 @@ class TrainingPlan:
     predicted_seconds: float
     """Wall time at this width's nominal speed (nominal_tokens_per_s): the machine's own speed scales it."""
     time_limit_s: float
-    """training.max_time_s: a plan over it (even the narrowest width) says so."""
+    """training.max_time_s."""
+    over_time_limit: bool
+    """Even this (the narrowest allowed) width needs longer than time_limit_s for the epoch floor."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
@@ -50,7 +52,7 @@ class TrainingPlan:
         described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
                      f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
                      f"the nominal speed")
-        if self.predicted_seconds > self.time_limit_s:
+        if self.over_time_limit:
             described += (f"; WARNING: over training.max_time_s ({self.time_limit_s:.0f} s) even so: for a corpus "
                           "this large, bring a trained model (training.model_uri) or let the width shrink further "
                           "(training.width auto, a lower training.min_hidden_size)")
@@ -70,7 +72,8 @@ REFERENCE_MODEL = TrainingSettings()
 
 def nominal_tokens_per_s(hidden_size: int, settings: TrainingSettings) -> float:
     """Training tokens/s the plan assumes for this width: the nominal speed scaled by the cost per token."""
-    reference = token_cost(REFERENCE_MODEL.hidden_size, REFERENCE_MODEL)
+    reference_model = replace(REFERENCE_MODEL, token_overhead_macs=settings.token_overhead_macs)
+    reference = token_cost(reference_model.hidden_size, reference_model)
     return settings.nominal_tokens_per_s * reference / token_cost(hidden_size, settings)
 
 
@@ -107,6 +110,7 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
         budget_tokens=budget_tokens, configured_hidden_size=settings.hidden_size,
         speedup=token_cost(settings.hidden_size, settings) / token_cost(hidden, settings),
         predicted_seconds=seconds(epochs, hidden), time_limit_s=settings.max_time_s,
+        over_time_limit=seconds(floor_epochs, hidden) > settings.max_time_s,
     )
 
 
@@ -118,15 +122,16 @@ def corpus_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
     sample, so a million-row corpus costs no Python loop. An empty frame when the corpus has no `facts`.
     """
     schema = {"id": pl.String, "prompt": pl.String, "completion": pl.String}
-    if "facts" not in corpus.columns:
-        return pl.DataFrame(schema=schema)
+    if "facts" not in corpus.columns or size <= 0 or corpus.schema["facts"] != pl.List(pl.List(pl.String)):
+        return pl.DataFrame(schema=schema)  # no (subject, relation, object) facts to probe
     marker = pl.lit(" ") + pl.col("object")
     usable = (
         corpus.lazy()
         .filter(pl.col("facts").list.len() == 1)
         .with_columns(fact=pl.col("facts").list.first())
-        .with_columns(subject=pl.col("fact").list.get(0), relation=pl.col("fact").list.get(1),
-                      object=pl.col("fact").list.get(2))
+        .with_columns(subject=pl.col("fact").list.get(0, null_on_oob=True),
+                      relation=pl.col("fact").list.get(1, null_on_oob=True),
+                      object=pl.col("fact").list.get(2, null_on_oob=True))
         .filter(pl.col("text").str.slice(1).str.contains(marker, literal=True))  # the object follows some text
         .unique(subset=["subject", "relation", "object"], keep="first", maintain_order=True)
         .sort(["subject", "relation", "object"])
