@@ -41,8 +41,7 @@ class TrainingPlan:
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
-        return replace(settings, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                       num_heads=self.num_heads)
+        return at_width(settings, self.hidden_size)
 
     def describe(self) -> str:
         width = f"hidden {self.hidden_size}"
@@ -59,11 +58,18 @@ class TrainingPlan:
         return described
 
 
+def at_width(settings: TrainingSettings, hidden_size: int) -> TrainingSettings:
+    """The configured model at another width: intermediate size and head count scaled with it, head size kept."""
+    return replace(settings, hidden_size=hidden_size,
+                   intermediate_size=round(settings.intermediate_size * hidden_size / settings.hidden_size),
+                   num_heads=settings.num_heads * hidden_size // settings.hidden_size)
+
+
 def token_cost(hidden_size: int, settings: TrainingSettings) -> float:
-    """Nominal multiply-adds per training token at this width (intermediate scaled with it)."""
-    intermediate = settings.intermediate_size * hidden_size / settings.hidden_size
-    matmuls = settings.num_layers * (4 * hidden_size**2 + 3 * hidden_size * intermediate)
-    return matmuls + hidden_size * settings.vocab_size + settings.token_overhead_macs
+    """Nominal multiply-adds per training token of the configured model at this width."""
+    model = at_width(settings, hidden_size)
+    matmuls = model.num_layers * (4 * hidden_size**2 + 3 * hidden_size * model.intermediate_size)
+    return matmuls + hidden_size * model.vocab_size + model.token_overhead_macs
 
 
 REFERENCE_MODEL = TrainingSettings()
@@ -103,10 +109,10 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
         epochs = settings.epochs
     else:
         epochs = int(min(settings.max_epochs, max(settings.min_epochs, budget_tokens // corpus_tokens)))
-    ratio = hidden / settings.hidden_size
+    model = at_width(settings, hidden)
     return TrainingPlan(
-        epochs=epochs, hidden_size=hidden, intermediate_size=round(settings.intermediate_size * ratio),
-        num_heads=settings.num_heads * hidden // settings.hidden_size, corpus_tokens=corpus_tokens,
+        epochs=epochs, hidden_size=hidden, intermediate_size=model.intermediate_size,
+        num_heads=model.num_heads, corpus_tokens=corpus_tokens,
         budget_tokens=budget_tokens, configured_hidden_size=settings.hidden_size,
         speedup=token_cost(settings.hidden_size, settings) / token_cost(hidden, settings),
         predicted_seconds=seconds(epochs, hidden), time_limit_s=settings.max_time_s,
@@ -141,7 +147,7 @@ def corpus_probe(corpus: pl.DataFrame, size: int, seed: int) -> pl.DataFrame:
     chosen = usable[random.Random(seed).sample(range(usable.height), min(size, usable.height))]
     return pl.DataFrame(
         {"id": chosen["id"], "prompt": [text[: text.rfind(" " + obj)] for text, obj in zip(chosen["text"], chosen["object"])],
-         "completion": (" " + chosen["object"]).to_list() if chosen.height else []},
+         "completion": (" " + chosen["object"]).to_list()},
         schema=schema,
     )
 

@@ -196,6 +196,7 @@ def pretrain(
     rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
     lengths = [len(row) for row in rows]
     plan = plan_training(sum(lengths), settings)
+    plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
     optimizer = build_optimizer(model, settings)
     steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
@@ -227,7 +228,7 @@ def pretrain(
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
         f"{len(rows)} rows, {total_steps} steps on {torch.get_num_threads()} threads, "
-        f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan.describe()}"
+        f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan_text}"
     )
     model.train()
     loss_value = float("nan")
@@ -299,7 +300,7 @@ def pretrain(
                 "epochs": settings.epochs,
                 "epochs_planned": plan.epochs,
                 "hidden_size": plan.hidden_size,
-                "plan": plan.describe(),
+                "plan": plan_text,
                 "epochs_done": step / steps_per_epoch,
                 "probe_recall": probe_recall,
                 "seed": settings.seed,
@@ -324,7 +325,7 @@ def pretrain(
         parameters=parameters,
         probe_recall=probe_recall,
         seconds=time.perf_counter() - started,
-        plan=plan.describe(),
+        plan=plan_text,
     )
 
 
