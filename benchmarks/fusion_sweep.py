@@ -24,30 +24,33 @@ from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, query_tailpatch, tailpatch_metrics
 
-RULES: list[tuple[str, float, float, int]] = [
-    # (label, bm25 weight, rrf_k, bm25 head)
-    ("rrf k=60 (old default)", 1.0, 60, 0),
-    ("bm25 head 1 + trackstar", 0.0, 60, 1),
-    ("bm25 head 2 + trackstar", 0.0, 60, 2),
-    ("bm25 head 1 + rrf k=60", 1.0, 60, 1),
-    ("bm25 head 2 + rrf k=60", 1.0, 60, 2),
-    ("bm25 head 3 + rrf k=60", 1.0, 60, 3),
-    ("bm25 head 1 + rrf k=10", 1.0, 10, 1),
-    ("bm25 head 1 + rrf k=2", 1.0, 2, 1),
-    ("bm25 head 1 + rrf k=60 w=0.5", 0.5, 60, 1),
-    ("bm25 head 2 + rrf k=60 w=0.5", 0.5, 60, 2),
-    ("rrf k=2 w=2", 2.0, 2, 0),
-    ("rrf k=1 w=4", 4.0, 1, 0),
-    ("rrf k=10 w=2", 2.0, 10, 0),
+RULES: list[tuple[str, float, float, int, int]] = [
+    # (label, bm25 weight, rrf_k, bm25 head, pool the head is picked from in trackstar's order)
+    ("rrf k=60 (old default)", 1.0, 60, 0, 0),
+    ("bm25 head 1 + trackstar", 0.0, 60, 1, 1),
+    ("bm25 head 2 + trackstar", 0.0, 60, 2, 2),
+    ("bm25 head 1 + rrf k=60", 1.0, 60, 1, 1),
+    ("bm25 head 1 + rrf k=60 w=0.5 (session-5 default)", 0.5, 60, 1, 1),
+    ("bm25 head 1 + rrf k=10", 1.0, 10, 1, 1),
+    ("rrf k=2 w=2", 2.0, 2, 0, 0),
+    ("bm25 head 1 of top 2 + trackstar", 0.0, 60, 1, 2),
+    ("bm25 head 1 of top 3 + trackstar", 0.0, 60, 1, 3),
+    ("bm25 head 1 of top 5 + trackstar", 0.0, 60, 1, 5),
+    ("bm25 head 1 of top 2 + rrf k=60 w=0.5", 0.5, 60, 1, 2),
+    ("bm25 head 1 of top 3 + rrf k=60 w=0.5", 0.5, 60, 1, 3),
+    ("bm25 head 1 of top 5 + rrf k=60 w=0.5", 0.5, 60, 1, 5),
+    ("bm25 head 1 of top 3 + rrf k=60 w=0.25", 0.25, 60, 1, 3),
 ]
 
 
-def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int) -> dict[str, list[tuple[str, float]]]:
+def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int,
+          head_pool: int) -> dict[str, list[tuple[str, float]]]:
     """The rule's fused ranking per query, BM25 first (it leads), trackstar weight 1."""
     bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"]["trackstar"]
     result = {}
     for query_id in trackstar:
-        totals = fusion_scores([bm25[query_id], trackstar[query_id]], [bm25_weight, 1.0], rrf_k, head)
+        totals = fusion_scores([bm25[query_id], trackstar[query_id]], [bm25_weight, 1.0], rrf_k, head,
+                               max(head, head_pool))
         result[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:100]
     return result
 
@@ -118,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         bounds = ", ".join(f"top {h}: {top_share(saved, h):.1%} (head {h}'s MRR loss bound "
                            f"{(1 - top_share(saved, h)) / (h + 1):.3f})" for h in (1, 2))
         print(f"| {folder.parent.name}/{folder.name} | BM25 has a ground-truth row in its {bounds} | | | | | | | |")
-        for label, weight, rrf_k, head in RULES:
-            rankings = fused(saved, weight, rrf_k, head)
+        for label, weight, rrf_k, head, head_pool in RULES:
+            rankings = fused(saved, weight, rrf_k, head, head_pool)
             row = measure(saved, effects, rankings)
             mean, half_width = paired_difference(effects, list(saved["effects"]), rankings, trackstar)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]

@@ -121,14 +121,17 @@ class TrainingSettings:
     """auto: as many epochs as time_budget_s buys for this corpus (training/adaptive.py), clamped to
     min_epochs..max_epochs, stopping early once the corpus facts are learned; an int fixes the count."""
     time_budget_s: float = 285.0
-    """Pretraining time the epoch plan aims at, converted to tokens at nominal_tokens_per_s (1.6M tokens:
-    25 epochs of the embedded world, 22 of a 5k-row generated world, 10 of a 10k-row one)."""
-    nominal_tokens_per_s: float = 5600.0
-    """Training tokens per second of the default model (256 wide, 4 layers, vocab 4096) that the plans
-    assume; other sizes scale it by their cost per token (adaptive.token_cost). Measured on one core of
-    this project's 2-core x86 CPU under bfloat16 autocast: the embedded world's 1.6M tokens took 285 s,
-    generated world 3's 2.81M 502 s. The plans are pure functions of the corpus and the settings, so
-    runs stay reproducible on any machine; only their wall time scales."""
+    """Pretraining time the epoch plan aims at, in seconds of this machine (nominal_tokens_per_s auto):
+    the epochs are the tokens it buys over the corpus tokens, clamped to min_epochs..max_epochs."""
+    nominal_tokens_per_s: Union[float, Literal["auto"]] = "auto"
+    """auto: the plan's training speed is measured on this machine before training (a few steps of the
+    model at each width considered, on the corpus's own batches, about a second each), so time_budget_s
+    and max_time_s are seconds here. Machines differ by more than the budget's margin: the default
+    model trained at 5,600 tokens/s on one core of an AMD EPYC (bfloat16) and 2,900 on one of an
+    Intel Xeon (float32). A number fixes the speed of the default model (256 wide, 4 layers, vocab
+    4096; other sizes scale it by their cost per token, adaptive.token_cost) so the plan is a pure
+    function of the corpus and the settings, the same model on every machine, only its wall time
+    differing. A resumed run keeps the plan it started with."""
     width: Literal["auto", "fixed"] = "auto"
     """auto: when min_epochs (or a fixed epoch count) at hidden_size would take longer than max_time_s,
     train a narrower model (hidden, intermediate and heads scaled together, head size kept) that fits.
@@ -136,7 +139,7 @@ class TrainingSettings:
     sees it five times (generated world 3, 20k rows: 128 wide, 10 epochs 70.0% in 254 s; 256 wide,
     5 epochs 42.6%; docs/quality_results.md). fixed: always hidden_size."""
     max_time_s: float = 600.0
-    """The most pretraining may take at nominal_tokens_per_s before the width shrinks (width: auto)."""
+    """The most pretraining may take (at the plan's speed) before the width shrinks (width: auto)."""
     min_hidden_size: int = 64
     """The narrowest width auto may choose; a corpus too large even for it trains past max_time_s."""
     token_overhead_macs: float = 2.0e6
@@ -172,8 +175,9 @@ class TrainingSettings:
     log_every: int = 20
     """Steps between progress lines (step, loss, examples/s, ETA)."""
     precision: Precision = "auto"
-    """Autocast dtype of the forward pass; auto picks bfloat16 on CPUs with AMX/AVX512-BF16 (about 2x
-    faster there) and float32 elsewhere. Weights and optimizer state stay float32 either way."""
+    """Autocast dtype of the forward pass; auto picks bfloat16 where it measures faster than float32
+    (1.9-2.6x on an AMD EPYC with AVX512-BF16; slower on an Intel Xeon with the same flag, so float32
+    there; attribution/precision.py). Weights and optimizer state stay float32 either way."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,9 @@ class EvaluationSettings:
     queries BM25 misses at rank 1, while the RRF fills the rest of the top 10 with proponents both methods
     rank high (tail-patch above either alone). Chosen offline with benchmarks/fusion_sweep.py on four
     generated-world models (docs/quality_results.md)."""
+    fusion_bm25_head_pool: int = 1
+    """The head is picked from BM25's top fusion_bm25_head_pool rows, in TrackStar's order (at least
+    fusion_bm25_head; equal to it, BM25's own top leads)."""
     fusion_bm25_weight: float = 0.5
     """BM25's weight in the RRF after the head (TrackStar's is 1): after BM25's first place, TrackStar's
     proponents move the model more, so they weigh more. With 1.0 world 3 misses the tail-patch target."""

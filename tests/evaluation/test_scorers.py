@@ -94,3 +94,20 @@ def test_fusion_head_keeps_the_leading_methods_order_and_rejects_bad_arguments()
     one = matrix_scorer(["q"], CORPUS_IDS, np.zeros((1, 4)))
     with pytest.raises(ValueError, match="head_method 2"):
         FusionScorer([one, one], head_method=2)
+    with pytest.raises(ValueError, match="head_pool 1 is smaller than head 2"):
+        fusion_scores([["a", "b"], ["b", "a"]], [1.0, 1.0], rrf_k=0, head=2, head_pool=1)
+
+
+def test_fusion_head_is_picked_from_the_pool_in_the_other_methods_order():
+    bm25 = ["a", "b", "c", "d"]
+    trackstar = ["x", "c", "y", "b", "a"]
+    # pool 3: of BM25's a, b, c TrackStar ranks c best, so c leads; then the fused order
+    totals = fusion_scores([bm25, trackstar], [0.0, 1.0], rrf_k=0, head=1, head_pool=3)
+    assert sorted(totals, key=lambda c: -totals[c])[:4] == ["c", "x", "y", "b"]
+    # pool 1 is the plain head; a pool none of whose rows TrackStar ranks keeps BM25's order
+    assert max(fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, head_pool=1).items(), key=lambda i: i[1])[0] == "a"
+    unknown = fusion_scores([["p", "q", "r"], trackstar], [0.0, 1.0], 0, head=1, head_pool=3)
+    assert max(unknown.items(), key=lambda item: item[1])[0] == "p"
+    # head 2 of pool 4: TrackStar's order of BM25's top 4 is c, b, a, d: c then b lead
+    led = fusion_scores([bm25, trackstar], [0.5, 1.0], 0, head=2, head_pool=4)
+    assert sorted(led, key=lambda c: -led[c])[:3] == ["c", "b", "x"]

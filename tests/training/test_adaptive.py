@@ -48,7 +48,7 @@ def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
         wider = plan.hidden_size + 64
         assert 10 * tokens / (1000 * token_cost(256, settings) / token_cost(wider, settings)) > settings.max_time_s
         assert plan.num_heads == plan.hidden_size // 64 and plan.intermediate_size == 4 * plan.hidden_size
-        assert plan.speedup == token_cost(256, settings) / token_cost(plan.hidden_size, settings) > 1
+        assert plan.speedup > 1 and plan.speedup == pytest.approx(token_cost(256, settings) / token_cost(plan.hidden_size, settings))
         assert plan.model_settings(settings).hidden_size == plan.hidden_size
         assert "narrowed from 256" in plan.describe()
     too_big = plan_training(10**8, settings)
@@ -66,6 +66,28 @@ def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
     # A fixed epoch count is the floor that must fit.
     assert plan_training(10_000, replace(settings, epochs=20)).hidden_size == 256
     assert plan_training(10_000, replace(settings, epochs=40)).hidden_size < 256
+
+
+def test_a_measured_speed_sets_the_width_and_epochs_and_is_asked_only_for_the_widths_considered() -> None:
+    settings = TrainingSettings(time_budget_s=100, max_time_s=200, min_epochs=10)  # nominal_tokens_per_s auto
+    with pytest.raises(ValueError, match="nominal_tokens_per_s is 'auto'"):
+        plan_training(20_000, settings)
+    asked: list[int] = []
+    measured = {256: 500.0, 192: 900.0, 128: 2000.0, 64: 5000.0}
+
+    def speed(width: int) -> float:
+        asked.append(width)
+        return measured[width]
+
+    plan = plan_training(20_000, settings, speed)  # 10 epochs: 400 s at 256, 222 s at 192, 100 s at 128
+    assert (plan.hidden_size, plan.tokens_per_s, plan.speed_measured) == (128, 2000.0, True)
+    assert plan.epochs == 10 and plan.predicted_seconds == 100 and plan.speedup == 4.0
+    assert set(asked) == {256, 192, 128}
+    assert "at the measured 2000 tokens/s" in plan.describe()
+    # A machine twice as fast buys twice the epochs at the same width.
+    fast = plan_training(2_000, settings, lambda width: 2 * measured[width])
+    slow = plan_training(2_000, settings, lambda width: measured[width])
+    assert (fast.hidden_size, slow.hidden_size) == (256, 256) and (fast.epochs, slow.epochs) == (50, 25)
 
 
 def test_a_narrowed_plan_trains_and_saves_that_width(tmp_path: Path) -> None:

@@ -156,3 +156,48 @@ def test_thread_count_is_the_setting_or_the_idle_cores() -> None:
 
     assert training_threads(replace(TINY, num_threads=3)) == 3
     assert 1 <= training_threads(replace(TINY, num_threads=0)) <= (os.cpu_count() or 1)
+
+
+def test_measuring_the_speed_changes_nothing_in_the_model_and_a_resume_keeps_its_plan(
+        corpus, finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nominal_tokens_per_s auto times throwaway steps first; the trained weights are those of a fixed-speed plan,
+    and a run resumed on a machine that now measures another speed finishes the model it started."""
+    result, lines = finished
+    assert TINY.nominal_tokens_per_s == "auto" and any("measuring this machine's training speed" in line for line in lines)
+    assert "at the measured" in result.plan
+    fixed = pretrain(corpus, replace(TINY, nominal_tokens_per_s=1000.0), tmp_path / "fixed", progress=lambda _: None)
+    assert "at the nominal" in fixed.plan
+    reference, _ = load_model(str(result.model_dir))
+    same, _ = load_model(str(fixed.model_dir))
+    for (name, expected), got in zip(reference.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(expected, got), name
+
+    settings = replace(TINY, epochs="auto", time_budget_s=1.0, min_epochs=2, max_epochs=6)
+    monkeypatch.setattr("trackstar_pipeline.training.pretrain.measured_tokens_per_s",
+                        lambda *args, **kwargs: lambda width: 1e9)  # a fast machine: max_epochs
+
+    def stop(line: str) -> None:
+        if line.startswith("step 20/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, settings, tmp_path / "resumed", progress=stop)
+    monkeypatch.setattr("trackstar_pipeline.training.pretrain.measured_tokens_per_s",
+                        lambda *args, **kwargs: lambda width: 1.0)  # now a slow one: it would plan min_epochs
+    resumed = pretrain(corpus, settings, tmp_path / "resumed", progress=lambda _: None)
+    assert json.loads(resumed.training_state_path.read_text())["epochs_planned"] == 6
+    assert resumed.steps == 6 * 13
+
+
+def test_measured_speed_is_positive_and_a_narrower_model_is_faster(corpus) -> None:
+    from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
+    from trackstar_pipeline.training.pretrain import encode_texts, measured_tokens_per_s
+
+    settings = replace(TINY, hidden_size=128, intermediate_size=512, num_heads=4, batch_size=32)
+    tokenizer = train_bpe_tokenizer(corpus["text"].to_list(), settings.vocab_size)
+    rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
+    before = torch.get_rng_state()
+    speed = measured_tokens_per_s(settings, tokenizer, rows, None)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert 0 < speed(128) < speed(32)
+    assert speed(128) == speed(128)  # measured once, then remembered

@@ -219,7 +219,8 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
         methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]], rrf_k=evaluation.rrf_k,
                                                  depth=depth, query_ids=query_ids,
                                                  weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
-                                                 head=evaluation.fusion_bm25_head)
+                                                 head=evaluation.fusion_bm25_head,
+                                                 head_pool=evaluation.fusion_bm25_head_pool)
     return methods, candidates, n_corpus, lambda_used
 
 

@@ -93,21 +93,35 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
 
 
 def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
-                  head: int = 0) -> dict[str, float]:
+                  head: int = 0, head_pool: int | None = None) -> dict[str, float]:
     """Weighted reciprocal rank fusion of id lists (best first): sum over lists of w / (rrf_k + rank).
 
-    The first `head` ids of the first list lead, in that list's order, above every fused score: a
-    method that is nearly always right at rank 1 (BM25 on fact lookups) keeps its first place, so the
-    fusion's MRR cannot fall far below that method's, while the rest of the top k is fused.
+    The first list's top `head` lead, above every fused score: a method that is nearly always right at
+    rank 1 (BM25 on fact lookups) keeps a row of its own first, so the fusion's MRR cannot fall far
+    below that method's, while the rest of the top k is fused. With `head_pool` > head the leading rows
+    are picked from the first list's top `head_pool`, in the order the other lists rank them (the first
+    list's order breaks ties): of the rows BM25 is sure of, the one TrackStar ranks highest leads, which
+    is often already in TrackStar's own top k, so it displaces none of TrackStar's proponents.
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
+    pool = head if head_pool is None else head_pool
+    if pool < head:
+        raise ValueError(f"rank fusion: head_pool {pool} is smaller than head {head}; the leading rows are "
+                         "picked from the first method's top head_pool")
     totals: dict[str, float] = {}
     for weight, ids in zip(weights, ranked):
         for rank, corpus_id in enumerate(ids, start=1):
             totals[corpus_id] = totals.get(corpus_id, 0.0) + weight / (rrf_k + rank)
     ceiling = sum(weights) / (rrf_k + 1)  # the most a fused id can score
-    lead = list(ranked[0][:head]) if ranked else []
+    candidates = list(ranked[0][:pool]) if ranked and head else []
+    if pool > head:
+        support: dict[str, float] = {}
+        for weight, ids in zip(weights[1:], ranked[1:]):
+            for rank, corpus_id in enumerate(ids, start=1):
+                support[corpus_id] = support.get(corpus_id, 0.0) + weight / (rrf_k + rank)
+        candidates.sort(key=lambda corpus_id: -support.get(corpus_id, 0.0))  # stable: first list's order on ties
+    lead = candidates[:head]
     for rank, corpus_id in enumerate(lead, start=1):
         totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
     return totals
@@ -118,9 +132,10 @@ class FusionScorer:
 
     def __init__(self, scorers: Sequence[MethodScorer], rrf_k: float = 60, depth: int = 1000,
                  query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
-                 head_method: int = 0, head: int = 0) -> None:
+                 head_method: int = 0, head: int = 0, head_pool: int | None = None) -> None:
         """query_ids: the queries to fuse (each method must score them); default, those every method scores.
-        weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead."""
+        weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead;
+        head_pool: they are picked from its top head_pool in the other methods' order (fusion_scores)."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
         if not 0 <= head_method < len(scorers):
@@ -139,13 +154,17 @@ class FusionScorer:
         self.weights = [1.0] * len(scorers) if weights is None else [float(w) for w in weights]
         self.head_method = head_method
         self.head = head
+        self.head_pool = head if head_pool is None else head_pool
+        if self.head_pool < head:
+            raise ValueError(f"rank fusion: head_pool {self.head_pool} is smaller than head {head}")
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
 
     def _fuse(self, ranked: list[list[str]]) -> dict[str, float]:
         """fusion_scores with the head method's list first (its order also breaks ties)."""
         order = [self.head_method] + [i for i in range(len(ranked)) if i != self.head_method]
-        return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head)
+        return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head,
+                             self.head_pool)
 
     def top_k(self, k: int) -> dict[str, Ranking]:
         depth = max(k, self.depth)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import polars as pl
 
@@ -30,14 +31,18 @@ class TrainingPlan:
     corpus_tokens: int
     budget_tokens: int
     speedup: float
-    """Nominal tokens/s at this width over the configured width's."""
+    """Tokens/s at this width over the configured width's."""
     configured_hidden_size: int
     predicted_seconds: float
-    """Wall time at this width's nominal speed (nominal_tokens_per_s): the machine's own speed scales it."""
+    """Wall time at this width's speed: measured on this machine (nominal_tokens_per_s auto) or nominal."""
     time_limit_s: float
     """training.max_time_s."""
     over_time_limit: bool
     """Even this (the narrowest allowed) width needs longer than time_limit_s for the epoch floor."""
+    tokens_per_s: float = 0.0
+    """The speed the plan assumed at this width."""
+    speed_measured: bool = False
+    """Whether that speed was measured on this machine (else nominal_tokens_per_s scaled by token_cost)."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
@@ -50,7 +55,7 @@ class TrainingPlan:
                       "so the planned epochs fit training.max_time_s)")
         described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
                      f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
-                     f"the nominal speed")
+                     f"the {'measured' if self.speed_measured else 'nominal'} {self.tokens_per_s:.0f} tokens/s")
         if self.over_time_limit:
             described += (f"; WARNING: over training.max_time_s ({self.time_limit_s:.0f} s) even so: for a corpus "
                           "this large, bring a trained model (training.model_uri) or let the width shrink further "
@@ -77,7 +82,10 @@ REFERENCE_MODEL = TrainingSettings()
 
 
 def nominal_tokens_per_s(hidden_size: int, settings: TrainingSettings) -> float:
-    """Training tokens/s the plan assumes for this width: the nominal speed scaled by the cost per token."""
+    """Training tokens/s a fixed nominal_tokens_per_s implies for this width, scaled by the cost per token."""
+    if not isinstance(settings.nominal_tokens_per_s, (int, float)):
+        raise ValueError("training.nominal_tokens_per_s is 'auto': the speed is measured on this machine "
+                         "(pretrain does it); give plan_training the measured tokens_per_s, or set a number")
     reference_model = replace(REFERENCE_MODEL, token_overhead_macs=settings.token_overhead_macs)
     reference = token_cost(reference_model.hidden_size, reference_model)
     return settings.nominal_tokens_per_s * reference / token_cost(hidden_size, settings)
@@ -90,21 +98,25 @@ def candidate_widths(settings: TrainingSettings) -> list[int]:
     return list(range(settings.hidden_size, narrowest - 1, -head_size))
 
 
-def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPlan:
+def plan_training(corpus_tokens: int, settings: TrainingSettings,
+                  tokens_per_s: Callable[[int], float] | None = None) -> TrainingPlan:
     """The widest width whose epoch floor fits max_time_s, then the epochs the time budget buys there.
 
-    The floor is min_epochs (epochs auto) or the fixed epoch count. Pure in the corpus token count and
-    the settings, so a resumed or repeated run plans the same model.
+    The floor is min_epochs (epochs auto) or the fixed epoch count. tokens_per_s(width) is this
+    machine's measured speed (pretrain measures it when nominal_tokens_per_s is auto); without it the
+    plan is a pure function of the corpus token count and the settings, the same on every machine.
+    Widths are tried widest first, so a measured speed is asked only for the widths considered.
     """
     corpus_tokens = max(1, corpus_tokens)
     floor_epochs = settings.epochs if isinstance(settings.epochs, int) else settings.min_epochs
     widths = candidate_widths(settings) if settings.width == "auto" else [settings.hidden_size]
+    speed = tokens_per_s or (lambda width: nominal_tokens_per_s(width, settings))
 
     def seconds(epochs: int, width: int) -> float:
-        return epochs * corpus_tokens / nominal_tokens_per_s(width, settings)
+        return epochs * corpus_tokens / speed(width)
 
     hidden = next((width for width in widths if seconds(floor_epochs, width) <= settings.max_time_s), widths[-1])
-    budget_tokens = int(settings.time_budget_s * nominal_tokens_per_s(hidden, settings))
+    budget_tokens = int(settings.time_budget_s * speed(hidden))
     if isinstance(settings.epochs, int):
         epochs = settings.epochs
     else:
@@ -114,9 +126,10 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings) -> TrainingPla
         epochs=epochs, hidden_size=hidden, intermediate_size=model.intermediate_size,
         num_heads=model.num_heads, corpus_tokens=corpus_tokens,
         budget_tokens=budget_tokens, configured_hidden_size=settings.hidden_size,
-        speedup=token_cost(settings.hidden_size, settings) / token_cost(hidden, settings),
+        speedup=speed(hidden) / speed(settings.hidden_size),
         predicted_seconds=seconds(epochs, hidden), time_limit_s=settings.max_time_s,
         over_time_limit=seconds(floor_epochs, hidden) > settings.max_time_s,
+        tokens_per_s=speed(hidden), speed_measured=tokens_per_s is not None,
     )
 
 

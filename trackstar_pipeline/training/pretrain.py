@@ -26,7 +26,7 @@ from transformers.optimization import Adafactor
 
 from trackstar_pipeline.attribution.precision import autocast, autocast_dtype
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
-from trackstar_pipeline.training.adaptive import corpus_probe, plan_training, probe_due
+from trackstar_pipeline.training.adaptive import TrainingPlan, at_width, corpus_probe, plan_training, probe_due
 from trackstar_pipeline.training.recall import fact_recall
 from trackstar_pipeline.settings import TrainingSettings
 
@@ -116,6 +116,51 @@ def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
     return input_ids, attention, labels
 
 
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: list[list[int]], pad_id: int,
+                  dtype: torch.dtype | None, max_grad_norm: float) -> float:
+    """One optimizer step on these rows (the loop and the speed measurement both take it); the loss."""
+    input_ids, attention, labels = _batch(rows, pad_id)
+    with autocast(torch.device("cpu"), dtype):
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    loss.backward()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
+                          dtype: torch.dtype | None, warmup: int = 2, timed: int = 6) -> Callable[[int], float]:
+    """tokens_per_s(width) for plan_training: a few steps of a throwaway model at that width, timed.
+
+    The steps run on the first batches of epoch 0 (the corpus's own lengths, so padding and short rows
+    cost what they will), after `warmup` untimed ones; each width is measured once, when the plan asks.
+    The torch RNG is restored afterwards, so measuring changes nothing in the model that is trained.
+    """
+    batches = epoch_batches([len(row) for row in rows], settings.batch_size, settings.seed, 0)
+    batches = [batches[i % len(batches)] for i in range(warmup + timed)]
+    speeds: dict[int, float] = {}
+
+    def tokens_per_s(width: int) -> float:
+        if width not in speeds:
+            with torch.random.fork_rng():
+                model = build_model(at_width(settings, width), tokenizer)
+                optimizer = build_optimizer(model, settings)
+                tokens, seconds = 0, 0.0
+                for number, batch in enumerate(batches):
+                    start = time.perf_counter()
+                    training_step(model, optimizer, [rows[i] for i in batch], tokenizer.pad_token_id, dtype,
+                                  settings.max_grad_norm)
+                    if number >= warmup:
+                        seconds += time.perf_counter() - start
+                        tokens += sum(len(rows[i]) for i in batch)
+            speeds[width] = tokens / max(seconds, 1e-9)
+        return speeds[width]
+
+    return tokens_per_s
+
+
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """One epoch's batches, a pure function of (seed, epoch) so a resumed run sees the same ones.
 
@@ -195,7 +240,20 @@ def pretrain(
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
     rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
     lengths = [len(row) for row in rows]
-    plan = plan_training(sum(lengths), settings)
+    dtype = autocast_dtype(settings.precision, torch.device("cpu"))
+    state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.is_file() else None
+    if state is not None and state["fingerprint"] != key:
+        raise ValueError(
+            f"{checkpoint_path} comes from another corpus or other training settings; "
+            "delete it or choose a fresh output folder"
+        )
+    if state is not None and "plan" in state:
+        plan = TrainingPlan(**state["plan"])  # a measured speed may differ now: resume the same model
+    else:
+        if settings.nominal_tokens_per_s == "auto":
+            progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
+        speed = measured_tokens_per_s(settings, tokenizer, rows, dtype) if settings.nominal_tokens_per_s == "auto" else None
+        plan = plan_training(sum(lengths), settings, speed)
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
     optimizer = build_optimizer(model, settings)
@@ -207,13 +265,7 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, settings))
 
     step = 0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, weights_only=False)
-        if state["fingerprint"] != key:
-            raise ValueError(
-                f"{checkpoint_path} comes from another corpus or other training settings; "
-                "delete it or choose a fresh output folder"
-            )
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -223,7 +275,6 @@ def pretrain(
     _truncate_log(log_path, step)
 
     start_step = step
-    dtype = autocast_dtype(settings.precision, torch.device("cpu"))
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
@@ -239,18 +290,11 @@ def pretrain(
             if offset == 0 or step == start_step:
                 batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
             indices = batches[offset]
-            input_ids, attention, labels = _batch([rows[i] for i in indices], tokenizer.pad_token_id)
-            with autocast(torch.device("cpu"), dtype):
-                loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
-            if settings.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             learning_rate = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
+                                       settings.max_grad_norm)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_value = loss.item()
             window_examples += len(indices)
             record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}
             learned = False
@@ -280,6 +324,7 @@ def pretrain(
                         "torch_rng": torch.get_rng_state(),
                         "step": step,
                         "fingerprint": key,
+                        "plan": asdict(plan),
                     },
                     checkpoint_path,
                 )
