@@ -90,8 +90,10 @@ def test_effects_are_exact_differences_of_probabilities_by_hand():
     after = patcher.completion_logprobs([QUERY])[0].item()
     patcher.restore()
     effect = tailpatch_effects(model, setup, {"states": STATES_FACT}, {"states": ["q"]}, {"q": QUERY})[("states", "q")]
-    assert effect.delta_logprob == pytest.approx(after - before, abs=1e-9)
-    assert effect.delta_prob == pytest.approx(math.exp(after) - math.exp(before), abs=1e-12)
+    # float32 rounding only: the step's gradient comes from a batched per-example pass here (on one CPU
+    # bit-identical, on another 2.4e-7 off in a 0.38 change)
+    assert effect.delta_logprob == pytest.approx(after - before, abs=1e-6)
+    assert effect.delta_prob == pytest.approx(math.exp(after) - math.exp(before), abs=1e-6)
 
 
 def test_aggregation_over_top_k_and_queries():
