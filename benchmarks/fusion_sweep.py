@@ -11,9 +11,11 @@ proponent whose effect was never measured (it was in no method's top 10): tailpa
 it, and the `measured` column says which share of the fused top-10 entries had an effect, so a rule
 that leans on unmeasured proponents shows it.
 
-A `hindsight` line per world bounds what any rule leading with a ground-truth row can reach: when even
-the best measured ground-truth row in place of TrackStar's 10th lowers tail-patch@10, the targets
-"fusion MRR >= BM25's - 0.02" and "fusion tail-patch@10 >= TrackStar's" cannot both hold there.
+A `hindsight` line per world bounds the rules that lead with a ground-truth row and keep TrackStar's
+order for the rest: when even the best measured ground-truth row in place of TrackStar's 10th lowers
+tail-patch@10, no such rule holds both "fusion MRR >= BM25's - 0.02" and "fusion tail-patch@10 >=
+TrackStar's". Only mixing in further BM25 rows that move the model more than TrackStar's own can then
+pass, which happens on some worlds (world 1 in session 6) and not on others.
 """
 
 from __future__ import annotations
@@ -108,9 +110,9 @@ def top_share(saved: dict[str, Any], head: int) -> float:
 
 
 def hindsight_bounds(saved: dict[str, Any]) -> tuple[float, float, int]:
-    """What no rule that leads with a ground-truth row can beat, measured with hindsight: the mean change of
-    tail-patch@10 against TrackStar's when each tail-patched query (whose TrackStar top 10 holds no
-    ground-truth row) leads with (a) its ground-truth row of largest measured effect in place of TrackStar's
+    """What no rule that leads with a ground-truth row and keeps TrackStar's other rows can beat, measured
+    with hindsight: the mean change of tail-patch@10 against TrackStar's when each tail-patched query
+    (whose TrackStar top 10 holds no ground-truth row) leads with (a) its ground-truth row of largest measured effect in place of TrackStar's
     10th, (b) BM25's first row in place of TrackStar's least effective top-10 row. Queries whose TrackStar top
     10 already holds a ground-truth row change nothing. Returns (a, b, queries counted)."""
     trackstar, bm25 = saved["open_set"]["trackstar"], saved["open_set"]["bm25"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from scipy.stats import spearmanr
 
@@ -87,4 +88,6 @@ def test_top_k_orders_equal_scores_by_stream_position_whatever_the_query_batch()
     alone = top_k_proponents(query, blocks(), 3)[0]
     batched = top_k_proponents(torch.cat([others, query]), blocks(), 3)[-1]
     assert [i for i, _ in alone] == ["e2", "e5", "e7"]
-    assert batched == alone
+    # the same order; the scores only to float32 rounding (a 1-row and a 6-row matmul may round differently)
+    assert [i for i, _ in batched] == [i for i, _ in alone]
+    assert [score for _, score in batched] == pytest.approx([score for _, score in alone], rel=1e-6)
