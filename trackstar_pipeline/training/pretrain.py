@@ -131,8 +131,9 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows
 
 
 SUSTAINED_FRACTION = 0.8
-"""Whole-run training speed over the fastest calibration step: measured 0.85 (generated world 2, 256 wide,
-another benchmark beside it) and 0.81 (the embedded world, the test suite beside it)."""
+"""Whole-run training speed over the fastest calibration step: measured 0.81 on the embedded world with the
+test suite beside it, 0.72 on generated world 2 (256 wide) with two other jobs on the two cores. 0.8 fits
+a machine with at most one busy neighbour; a busier one still overruns the plan."""
 
 
 def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
