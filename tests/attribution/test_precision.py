@@ -28,6 +28,36 @@ def test_precision_resolves_against_the_hardware(monkeypatch):
         precision.autocast_dtype("half", CPU)  # type: ignore[arg-type]
 
 
+def test_cpu_bfloat16_is_chosen_by_flag_and_timing(monkeypatch):
+    """The flag alone is not enough (an Intel Xeon with AVX512-BF16 ran bfloat16 1.7x slower): both must say yes."""
+    speedup = precision.cpu_bfloat16_speedup(rows=64, width=32, repeats=2)
+    assert 0 < speedup < float("inf")
+
+    class FakeCpuinfo:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def __call__(self, _path: str) -> "FakeCpuinfo":
+            return self
+
+        def read_text(self) -> str:
+            return self.text
+
+    def fast_bfloat16(flags: str, measured: float) -> bool:
+        monkeypatch.setattr(precision, "Path", FakeCpuinfo(f"flags\t: fpu sse2 {flags}\n"))
+        monkeypatch.setattr(precision, "cpu_bfloat16_speedup", lambda: measured)
+        precision.cpu_has_fast_bfloat16.cache_clear()
+        try:
+            return precision.cpu_has_fast_bfloat16()
+        finally:
+            precision.cpu_has_fast_bfloat16.cache_clear()
+
+    assert not fast_bfloat16("avx2", measured=3.0)  # emulated bfloat16: never timed
+    assert not fast_bfloat16("avx512_bf16", measured=0.73)  # the flag, but slower (this project's Xeon)
+    assert fast_bfloat16("avx512_bf16", measured=2.0)  # the flag and faster (the EPYC)
+    assert fast_bfloat16("amx_bf16", measured=precision.BFLOAT16_MIN_SPEEDUP)
+
+
 def test_exact_paths_stay_float32_whatever_the_setting(tmp_path):
     tokenizer = make_tokenizer(True)
     model = tiny_llama(len(tokenizer))
