@@ -36,9 +36,11 @@ def test_auto_epochs_shrink_as_the_corpus_grows_and_stay_clamped() -> None:
     assert plan_training(20_000, narrow).epochs == int(5 * token_cost(256, settings) / token_cost(128, narrow))
 
 
-def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
-    settings = TrainingSettings(time_budget_s=100, nominal_tokens_per_s=1000, max_time_s=200, min_epochs=10)
+def test_fixed_epochs_narrow_the_width_only_when_they_outlast_max_time() -> None:
+    settings = TrainingSettings(time_budget_s=100, nominal_tokens_per_s=1000, max_time_s=200, epochs=10,
+                                min_hidden_size=64)
     assert candidate_widths(settings) == [256, 192, 128, 64]
+    assert candidate_widths(TrainingSettings()) == [256, 192, 128]  # the default floor: 128 wide
     fits = plan_training(20_000, settings)  # 10 epochs x 20k tokens = 200 s: fits at full width
     assert (fits.hidden_size, fits.epochs, fits.speedup) == (256, 10, 1.0)
     assert fits.predicted_seconds == 200
@@ -54,18 +56,35 @@ def test_width_narrows_only_when_the_epoch_floor_outlasts_max_time() -> None:
     too_big = plan_training(10**8, settings)
     assert too_big.hidden_size == 64 and too_big.epochs == 10 and too_big.predicted_seconds > settings.max_time_s
     assert "WARNING: over training.max_time_s" in too_big.describe() and "WARNING" not in fits.describe()
-    # A budget above the ceiling buys epochs past it, but the floor fits: no narrowing, no warning.
-    generous = plan_training(10_000, replace(settings, time_budget_s=1000))
-    assert generous.hidden_size == 256 and generous.predicted_seconds > settings.max_time_s
-    assert "WARNING" not in generous.describe()
     # The default model runs at the nominal speed whatever the overhead constant.
     for overhead in (0.0, 4e6):
         assert nominal_tokens_per_s(256, replace(settings, token_overhead_macs=overhead)) == pytest.approx(1000)
     assert plan_training(10**8, replace(settings, width="fixed")).hidden_size == 256
     assert plan_training(10**8, replace(settings, min_hidden_size=128)).hidden_size == 128
-    # A fixed epoch count is the floor that must fit.
     assert plan_training(10_000, replace(settings, epochs=20)).hidden_size == 256
     assert plan_training(10_000, replace(settings, epochs=40)).hidden_size < 256
+
+
+def test_auto_epochs_narrow_the_width_until_the_budget_buys_target_epochs() -> None:
+    speeds = {256: 1000.0, 192: 1500.0, 128: 3000.0, 64: 6000.0}
+    settings = TrainingSettings(time_budget_s=100, max_time_s=200, min_epochs=10, target_epochs=20,
+                                min_hidden_size=64)
+    speed = speeds.__getitem__
+    # 5k tokens: 20 epochs take 100 s at 256 wide, within the budget: full width, 20 epochs
+    small = plan_training(5_000, settings, speed)
+    assert (small.hidden_size, small.epochs) == (256, 20)
+    # 10k tokens: 200 s at 256, 133 s at 192, 67 s at 128: 128 wide, and the epochs its budget buys
+    medium = plan_training(10_000, settings, speed)
+    assert (medium.hidden_size, medium.epochs) == (128, 30) and "for more passes" in medium.describe()
+    # 100k tokens: no width buys 20 epochs: the narrowest, at the epochs its budget buys (floor 10)
+    large = plan_training(100_000, settings, speed)
+    assert (large.hidden_size, large.epochs) == (64, 10)
+    assert large.predicted_seconds == pytest.approx(10 * 100_000 / 6000) and not large.over_time_limit
+    # a corpus whose floor outlasts max_time_s even at the narrowest width gets the warning
+    huge = plan_training(1_000_000, settings, speed)
+    assert huge.hidden_size == 64 and huge.over_time_limit and "WARNING" in huge.describe()
+    # width fixed never narrows
+    assert plan_training(10_000, replace(settings, width="fixed"), speed).hidden_size == 256
 
 
 def test_a_measured_speed_sets_the_width_and_epochs_and_is_asked_only_for_the_widths_considered() -> None:

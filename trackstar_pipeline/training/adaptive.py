@@ -1,9 +1,10 @@
 """Pretraining that fits the corpus it is given: a width and epoch plan from its size, a stop when its facts are learned.
 
 Fixed epochs tuned on one world under-train a bigger or harder one and waste time on an easy one.
-The plan spends a time budget: epochs = budget x nominal tokens/s / corpus tokens, clamped to a floor
-of passes a rare fact needs. When that floor at the configured width would outlast max_time_s, the
-model gets narrower (fewer heads of the same size) rather than the facts fewer passes. The
+The plan spends a time budget: epochs = budget x tokens/s / corpus tokens, clamped to a floor of
+passes a rare fact needs. Passes matter more than width, so when the budget would buy fewer than
+target_epochs at the configured width the model gets narrower (fewer heads of the same size), down
+to min_hidden_size, rather than the facts fewer passes. The
 stop rule asks the corpus itself, never the evaluation queries: a probe of held-in fact-stating
 rows cut before their object ("Records show that Ana Ruiz lives in" -> " Tarnland"), completed
 greedily after each epoch; training ends once the probe recalls `learned_recall` of them.
@@ -52,7 +53,7 @@ class TrainingPlan:
         width = f"hidden {self.hidden_size}"
         if self.hidden_size != self.configured_hidden_size:
             width += (f" (narrowed from {self.configured_hidden_size}: {self.speedup:.1f}x the tokens/s, "
-                      "so the planned epochs fit training.max_time_s)")
+                      "for more passes over the corpus in the time budget)")
         described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
                      f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
                      f"the {'measured' if self.speed_measured else 'nominal'} {self.tokens_per_s:.0f} tokens/s")
@@ -100,9 +101,11 @@ def candidate_widths(settings: TrainingSettings) -> list[int]:
 
 def plan_training(corpus_tokens: int, settings: TrainingSettings,
                   tokens_per_s: Callable[[int], float] | None = None) -> TrainingPlan:
-    """The widest width whose epoch floor fits max_time_s, then the epochs the time budget buys there.
+    """The width, then the epochs the time budget buys there (at least min_epochs, at most max_epochs).
 
-    The floor is min_epochs (epochs auto) or the fixed epoch count. tokens_per_s(width) is this
+    With epochs auto (width auto) the width is the widest at which time_budget_s buys target_epochs, or
+    else the narrowest allowed: passes over the corpus matter more than width. With a fixed epoch count
+    it is the widest at which those epochs fit max_time_s. tokens_per_s(width) is this
     machine's measured speed (pretrain measures it when nominal_tokens_per_s is auto); without it the
     plan is a pure function of the corpus token count and the settings, the same on every machine.
     Widths are tried widest first, so a measured speed is asked only for the widths considered.
@@ -115,7 +118,11 @@ def plan_training(corpus_tokens: int, settings: TrainingSettings,
     def seconds(epochs: int, width: int) -> float:
         return epochs * corpus_tokens / speed(width)
 
-    hidden = next((width for width in widths if seconds(floor_epochs, width) <= settings.max_time_s), widths[-1])
+    if isinstance(settings.epochs, int):  # fixed epochs: the widest width where they fit max_time_s
+        hidden = next((width for width in widths if seconds(floor_epochs, width) <= settings.max_time_s), widths[-1])
+    else:  # epochs first: the widest width at which the budget buys target_epochs, else the narrowest
+        hidden = next((width for width in widths if seconds(settings.target_epochs, width) <= settings.time_budget_s),
+                      widths[-1])
     budget_tokens = int(settings.time_budget_s * speed(hidden))
     if isinstance(settings.epochs, int):
         epochs = settings.epochs
