@@ -124,8 +124,8 @@ class TrainingSettings:
     """Pretraining time the epoch plan aims at, in seconds of this machine (nominal_tokens_per_s auto):
     the epochs are the tokens it buys over the corpus tokens, clamped to min_epochs..max_epochs."""
     nominal_tokens_per_s: Union[float, Literal["auto"]] = "auto"
-    """auto: the plan's training speed is measured on this machine before training (a few steps of the
-    model at each width considered, on the corpus's own batches, about a second each), so time_budget_s
+    """auto: the plan's training speed is measured on this machine before training (0.8 of the fastest
+    of 8 steps on one median-size batch of the corpus, at each width considered, a few seconds), so time_budget_s
     and max_time_s are seconds here. Machines differ by more than the budget's margin: the default
     model trained at 5,600 tokens/s on one core of an AMD EPYC (bfloat16) and 2,900 on one of an
     Intel Xeon (float32). A number fixes the speed of the default model (256 wide, 4 layers, vocab

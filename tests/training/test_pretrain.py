@@ -197,7 +197,7 @@ def test_measured_speed_is_positive_and_a_narrower_model_is_faster(corpus) -> No
     tokenizer = train_bpe_tokenizer(corpus["text"].to_list(), settings.vocab_size)
     rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
     before = torch.get_rng_state()
-    speed = measured_tokens_per_s(settings, tokenizer, rows, None)
+    speed = measured_tokens_per_s(settings, tokenizer, rows, [len(row) for row in rows], None)
     assert torch.equal(torch.get_rng_state(), before)
     assert 0 < speed(128) < speed(32)
     assert speed(128) == speed(128)  # measured once, then remembered

@@ -137,7 +137,8 @@ a machine with at most one busy neighbour; a busier one still overruns the plan.
 
 
 def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
-                          dtype: torch.dtype | None, warmup: int = 2, timed: int = 8) -> Callable[[int], float]:
+                          lengths: list[int], dtype: torch.dtype | None, warmup: int = 2,
+                          timed: int = 8) -> Callable[[int], float]:
     """tokens_per_s(width) for plan_training: steps of a throwaway model at that width, timed.
 
     Every step takes the same batch, epoch 0's batch of median token count (the corpus's own lengths,
@@ -149,10 +150,10 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     Each width is measured once, when the plan asks. The torch RNG is restored afterwards, so measuring
     changes nothing in the model that is trained.
     """
-    batches = epoch_batches([len(row) for row in rows], settings.batch_size, settings.seed, 0)
-    batch = sorted(batches, key=lambda indices: sum(len(rows[i]) for i in indices))[len(batches) // 2]
+    batches = epoch_batches(lengths, settings.batch_size, settings.seed, 0)
+    batch = sorted(batches, key=lambda indices: sum(lengths[i] for i in indices))[len(batches) // 2]
     batch_rows = [rows[i] for i in batch]
-    tokens = sum(len(row) for row in batch_rows)
+    tokens = sum(lengths[i] for i in batch)
     speeds: dict[int, float] = {}
 
     def tokens_per_s(width: int) -> float:
@@ -261,9 +262,10 @@ def pretrain(
     if state is not None and "plan" in state:
         plan = TrainingPlan(**state["plan"])  # a measured speed may differ now: resume the same model
     else:
+        speed = None  # a fixed nominal_tokens_per_s: the plan is a pure function of corpus and settings
         if settings.nominal_tokens_per_s == "auto":
             progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
-        speed = measured_tokens_per_s(settings, tokenizer, rows, dtype) if settings.nominal_tokens_per_s == "auto" else None
+            speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
         plan = plan_training(sum(lengths), settings, speed)
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
