@@ -101,6 +101,8 @@ def save_rankings(evaluated: EvaluationResult, path: Path) -> None:
     path.write_text(json.dumps({
         "open_set": {method: {q: [c for c, _ in ranking] for q, ranking in per_query.items()}
                      for method, per_query in evaluated.rankings["open_set"].items()},
+        "open_set_scores": {method: {q: [float(s) for _, s in ranking] for q, ranking in per_query.items()}
+                            for method, per_query in evaluated.rankings["open_set"].items()},
         "ground_truth": {q: evaluated.ground_truth.get(q, []) for q in queries["id"].to_list()},
         "correct": dict(zip(queries["id"].to_list(), queries["correct"].to_list())),
         "effects": effects,

@@ -111,3 +111,41 @@ def test_fusion_head_is_picked_from_the_pool_in_the_other_methods_order():
     # head 2 of pool 4: TrackStar's order of BM25's top 4 is c, b, a, d: c then b lead
     led = fusion_scores([bm25, trackstar], [0.5, 1.0], 0, head=2, head_pool=4)
     assert sorted(led, key=lambda c: -led[c])[:3] == ["c", "b", "x"]
+
+
+def test_fusion_head_pool_ratio_keeps_only_near_ties_of_the_first_row():
+    bm25 = ["a", "b", "c", "d"]
+    trackstar = ["x", "c", "y", "b", "a"]
+    # c scores 0.8 of a's 10, b 0.95: at ratio 0.9 only a and b are in the pool, and TrackStar prefers b
+    scores = [10.0, 9.5, 8.0, 7.0]
+    totals = fusion_scores([bm25, trackstar], [0.0, 1.0], rrf_k=0, head=1, head_pool=4, head_scores=scores,
+                           head_pool_ratio=0.9)
+    assert max(totals.items(), key=lambda item: item[1])[0] == "b"
+    # ratio 0.75 lets c in (TrackStar's favourite of the pool); ratio 0 is the plain pool
+    for ratio in (0.75, 0.0):
+        led = fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, head_pool=4, head_scores=scores,
+                            head_pool_ratio=ratio)
+        assert max(led.items(), key=lambda item: item[1])[0] == "c"
+    # a first row alone within the ratio leads, whatever TrackStar thinks of it
+    alone = fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, head_pool=4, head_scores=[10.0, 5.0, 4.0, 3.0],
+                          head_pool_ratio=0.9)
+    assert max(alone.items(), key=lambda item: item[1])[0] == "a"
+    with pytest.raises(ValueError, match="needs the first method's scores"):
+        fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, head_pool=4, head_pool_ratio=0.9)
+    with pytest.raises(ValueError, match="head_pool_ratio 1.5 is not between 0 and 1"):
+        fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, head_pool=4, head_scores=scores, head_pool_ratio=1.5)
+
+
+def test_fusion_scorer_applies_the_ratio_to_the_head_methods_scores_in_open_and_closed_set():
+    bm25 = matrix_scorer(["q"], CORPUS_IDS, np.array([[10.0, 9.5, 8.0, 1.0]]))     # ranks c0 c1 c2 c3
+    trackstar = matrix_scorer(["q"], CORPUS_IDS, np.array([[1.0, 3.0, 4.0, 2.0]]))  # ranks c2 c1 c3 c0
+    led = FusionScorer([trackstar, bm25], rrf_k=0, weights=[1.0, 0.0], head_method=1, head=1, head_pool=3,
+                       head_pool_ratio=0.9)
+    # pool c0, c1 (c2 is 0.8 of c0's score): TrackStar ranks c1 above c0, so c1 leads, then TrackStar's order
+    assert [c for c, _ in led.top_k(4)["q"]] == ["c1", "c2", "c3", "c0"]
+    assert [CORPUS_IDS[i] for i in np.argsort(-led.score_candidates("q", CORPUS_IDS), kind="stable")] == \
+        ["c1", "c2", "c3", "c0"]
+    # within candidates c0, c2 only, c2's 0.8 keeps it out of the pool: BM25's c0 leads
+    assert int(np.argmax(led.score_candidates("q", ["c2", "c0"]))) == 1
+    with pytest.raises(ValueError, match="head_pool_ratio -0.1"):
+        FusionScorer([trackstar, bm25], head_method=1, head=1, head_pool=3, head_pool_ratio=-0.1)

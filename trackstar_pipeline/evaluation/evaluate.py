@@ -220,7 +220,8 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
                                                  depth=depth, query_ids=query_ids,
                                                  weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
                                                  head=evaluation.fusion_bm25_head,
-                                                 head_pool=evaluation.fusion_bm25_head_pool)
+                                                 head_pool=evaluation.fusion_bm25_head_pool,
+                                                 head_pool_ratio=evaluation.fusion_bm25_head_ratio)
     return methods, candidates, n_corpus, lambda_used
 
 

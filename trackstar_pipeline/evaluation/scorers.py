@@ -93,7 +93,8 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
 
 
 def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
-                  head: int = 0, head_pool: int | None = None) -> dict[str, float]:
+                  head: int = 0, head_pool: int | None = None, head_scores: Sequence[float] | None = None,
+                  head_pool_ratio: float = 0.0) -> dict[str, float]:
     """Weighted reciprocal rank fusion of id lists (best first): sum over lists of w / (rrf_k + rank).
 
     The first list's top `head` lead, above every fused score: a method that is nearly always right at
@@ -102,6 +103,10 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     are picked from the first list's top `head_pool`, in the order the other lists rank them (the first
     list's order breaks ties): of the rows BM25 is sure of, the one TrackStar ranks highest leads, which
     is often already in TrackStar's own top k, so it displaces none of TrackStar's proponents.
+    With `head_scores` (the first list's scores, best first) and `head_pool_ratio` > 0, a pool row beyond
+    the first `head` counts only if it scores at least head_pool_ratio x the first row's: BM25 scores the
+    rows that state the fact in the query's words nearly alike, and a row about another fact well below,
+    so the pick among near-ties keeps BM25's precision at rank 1.
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
@@ -114,7 +119,15 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
         for rank, corpus_id in enumerate(ids, start=1):
             totals[corpus_id] = totals.get(corpus_id, 0.0) + weight / (rrf_k + rank)
     ceiling = sum(weights) / (rrf_k + 1)  # the most a fused id can score
+    if not 0.0 <= head_pool_ratio <= 1.0:
+        raise ValueError(f"rank fusion: head_pool_ratio {head_pool_ratio} is not between 0 and 1")
     candidates = list(ranked[0][:pool]) if ranked and head else []
+    if head_pool_ratio > 0.0 and len(candidates) > head:
+        if head_scores is None or len(head_scores) < len(candidates):
+            raise ValueError("rank fusion: head_pool_ratio needs the first method's scores of its top head_pool")
+        floor = head_scores[0] - (1.0 - head_pool_ratio) * abs(head_scores[0])
+        candidates = candidates[:head] + [corpus_id for corpus_id, score in zip(candidates[head:], head_scores[head:])
+                                          if score >= floor]
     if pool > head:
         support: dict[str, float] = {}
         for weight, ids in zip(weights[1:], ranked[1:]):
@@ -132,10 +145,12 @@ class FusionScorer:
 
     def __init__(self, scorers: Sequence[MethodScorer], rrf_k: float = 60, depth: int = 1000,
                  query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
-                 head_method: int = 0, head: int = 0, head_pool: int | None = None) -> None:
+                 head_method: int = 0, head: int = 0, head_pool: int | None = None,
+                 head_pool_ratio: float = 0.0) -> None:
         """query_ids: the queries to fuse (each method must score them); default, those every method scores.
         weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead;
-        head_pool: they are picked from its top head_pool in the other methods' order (fusion_scores)."""
+        head_pool: they are picked from its top head_pool in the other methods' order, head_pool_ratio:
+        among the rows scoring at least that share of its best (fusion_scores)."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
         if not 0 <= head_method < len(scorers):
@@ -157,21 +172,25 @@ class FusionScorer:
         self.head_pool = head if head_pool is None else head_pool
         if self.head_pool < head:
             raise ValueError(f"rank fusion: head_pool {self.head_pool} is smaller than head {head}")
+        if not 0.0 <= head_pool_ratio <= 1.0:
+            raise ValueError(f"rank fusion: head_pool_ratio {head_pool_ratio} is not between 0 and 1")
+        self.head_pool_ratio = head_pool_ratio
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
 
-    def _fuse(self, ranked: list[list[str]]) -> dict[str, float]:
+    def _fuse(self, ranked: list[list[str]], head_scores: Sequence[float]) -> dict[str, float]:
         """fusion_scores with the head method's list first (its order also breaks ties)."""
         order = [self.head_method] + [i for i in range(len(ranked)) if i != self.head_method]
         return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head,
-                             self.head_pool)
+                             self.head_pool, head_scores, self.head_pool_ratio)
 
     def top_k(self, k: int) -> dict[str, Ranking]:
         depth = max(k, self.depth)
         tops = [scorer.top_k(depth) for scorer in self.scorers]
         fused: dict[str, Ranking] = {}
         for query_id in self.query_ids:
-            totals = self._fuse([[corpus_id for corpus_id, _ in top[query_id]] for top in tops])
+            totals = self._fuse([[corpus_id for corpus_id, _ in top[query_id]] for top in tops],
+                                [float(score) for _, score in tops[self.head_method][query_id]])
             fused[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:k]  # stable on ties
         return fused
 
@@ -183,11 +202,14 @@ class FusionScorer:
 
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
         """The same fusion over each method's ranking of the candidates alone (closed set)."""
-        ranked = []
-        for scorer in self.scorers:
-            order = np.argsort(-scorer.score_candidates(query_id, candidate_ids), kind="stable")
+        ranked, head_scores = [], []
+        for method, scorer in enumerate(self.scorers):
+            scores = np.asarray(scorer.score_candidates(query_id, candidate_ids))
+            order = np.argsort(-scores, kind="stable")
             ranked.append([candidate_ids[i] for i in order])
-        totals = self._fuse(ranked)
+            if method == self.head_method:
+                head_scores = [float(scores[i]) for i in order]
+        totals = self._fuse(ranked, head_scores)
         return np.array([totals[candidate_id] for candidate_id in candidate_ids])
 
 
