@@ -184,10 +184,11 @@ class TrainingSettings:
     precision: Precision = "float32"
     """Autocast dtype of the forward pass; auto picks bfloat16 where it measures faster than float32
     (attribution/precision.py). Weights and optimizer state stay float32 either way. float32 by default
-    because bfloat16 autocast learns fewer facts in the same steps: generated world 7 at 128 wide, 30
-    epochs recalled 0.838 under bfloat16 and 0.898 in float32 (facts mentioned once 0.45 against 0.62),
-    world 3 at 128 wide, 10 epochs 0.700 against 0.780. On an AMD EPYC bfloat16 ran 1.3x faster at 128
-    wide, which buys fewer extra epochs than it loses (docs/quality_results.md, session 7)."""
+    for the plan it leads to: on an AMD EPYC bfloat16 ran only 1.3x faster at 128 wide, enough for the
+    epochs-first rule to pick 192 wide with fewer epochs on 5k-row worlds, and those plans recalled least
+    (Wikidata 0.642, world 7 0.786, against 0.824 and 0.898 at float32's 128-wide plans). At one plan
+    the seed moved recall more than precision did (embedded, 128 wide, 34 epochs: seed 0 0.668 in
+    float32, 0.838 in bfloat16; seed 1 0.834 in float32; docs/quality_results.md, session 7)."""
 
 
 @dataclass(frozen=True)

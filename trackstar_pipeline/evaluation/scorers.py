@@ -92,6 +92,18 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
     return RowScorer(ids, corpus_ids, lambda i: random_scores(seed, [ids[i]], keys)[0], "random")
 
 
+def checked_head_pool(head: int, head_pool: int | None, head_pool_ratio: float) -> int:
+    """The pool the fusion's head is picked from (head_pool, or head when None), after checking the head
+    arguments: shared by fusion_scores and FusionScorer, so a bad setting fails before evaluation starts."""
+    pool = head if head_pool is None else head_pool
+    if pool < head:
+        raise ValueError(f"rank fusion: head_pool {pool} is smaller than head {head}; the leading rows are "
+                         "picked from the first method's top head_pool")
+    if not 0.0 <= head_pool_ratio <= 1.0:
+        raise ValueError(f"rank fusion: head_pool_ratio {head_pool_ratio} is not between 0 and 1")
+    return pool
+
+
 def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
                   head: int = 0, head_pool: int | None = None, head_scores: Sequence[float] | None = None,
                   head_pool_ratio: float = 0.0) -> dict[str, float]:
@@ -110,17 +122,12 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
-    pool = head if head_pool is None else head_pool
-    if pool < head:
-        raise ValueError(f"rank fusion: head_pool {pool} is smaller than head {head}; the leading rows are "
-                         "picked from the first method's top head_pool")
+    pool = checked_head_pool(head, head_pool, head_pool_ratio)
     totals: dict[str, float] = {}
     for weight, ids in zip(weights, ranked):
         for rank, corpus_id in enumerate(ids, start=1):
             totals[corpus_id] = totals.get(corpus_id, 0.0) + weight / (rrf_k + rank)
     ceiling = sum(weights) / (rrf_k + 1)  # the most a fused id can score
-    if not 0.0 <= head_pool_ratio <= 1.0:
-        raise ValueError(f"rank fusion: head_pool_ratio {head_pool_ratio} is not between 0 and 1")
     candidates = list(ranked[0][:pool]) if ranked and head else []
     if head_pool_ratio > 0.0 and len(candidates) > head:
         if head_scores is None or len(head_scores) < len(candidates):
@@ -169,11 +176,7 @@ class FusionScorer:
         self.weights = [1.0] * len(scorers) if weights is None else [float(w) for w in weights]
         self.head_method = head_method
         self.head = head
-        self.head_pool = head if head_pool is None else head_pool
-        if self.head_pool < head:
-            raise ValueError(f"rank fusion: head_pool {self.head_pool} is smaller than head {head}")
-        if not 0.0 <= head_pool_ratio <= 1.0:
-            raise ValueError(f"rank fusion: head_pool_ratio {head_pool_ratio} is not between 0 and 1")
+        self.head_pool = checked_head_pool(head, head_pool, head_pool_ratio)
         self.head_pool_ratio = head_pool_ratio
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
