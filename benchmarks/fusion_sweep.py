@@ -28,7 +28,7 @@ from typing import Any
 
 from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
-from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, query_tailpatch, tailpatch_metrics
+from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, paired_tailpatch_difference, tailpatch_metrics
 
 RULES: list[tuple[str, float, float, int, int, float]] = [
     # (label, bm25 weight, rrf_k, bm25 head, pool the head is picked from in trackstar's order,
@@ -85,27 +85,6 @@ def measure(saved: dict[str, Any], effects: dict[tuple[str, str], TailPatchEffec
     return {"mrr": ranking_metrics(rankings, saved["ground_truth"])["mrr"],
             "tailpatch@10": tailpatch_metrics(patched, effects, (10,))["tailpatch@10"],
             "measured": sum(pair in effects for pair in top) / max(1, len(top))}
-
-
-def paired_difference(effects: dict[tuple[str, str], TailPatchEffect], patched: list[str],
-                      rankings: dict[str, list[tuple[str, float]]],
-                      baseline: dict[str, list[tuple[str, float]]]) -> tuple[float, float]:
-    """(mean, 95% half-width) over the tail-patched queries of this rule's tail-patch@10 minus trackstar's.
-
-    Each query's value is the engine's `query_tailpatch` (the mean Δp of its measured top 10); the
-    interval says whether a rule's gain or loss against TrackStar is more than query-sampling noise.
-    """
-    differences = []
-    for query_id in patched:
-        ours = query_tailpatch(query_id, rankings[query_id], effects, 10)
-        theirs = query_tailpatch(query_id, baseline[query_id], effects, 10)
-        if ours is not None and theirs is not None:
-            differences.append(ours.delta_prob - theirs.delta_prob)
-    if len(differences) < 2:
-        return float("nan"), float("nan")
-    mean = sum(differences) / len(differences)
-    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
-    return mean, 1.96 * (variance / len(differences)) ** 0.5
 
 
 def top_share(saved: dict[str, Any], head: int) -> float:
@@ -171,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # rankings.json from before quality.py saved scores
             rankings = fused(saved, weight, rrf_k, head, head_pool, ratio)
             row = measure(saved, effects, rankings)
-            mean, half_width = paired_difference(effects, list(saved["effects"]), rankings, trackstar)
+            difference = paired_tailpatch_difference(rankings, trackstar, effects, 10)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]
             print(f"| {folder.parent.name}/{folder.name} | {label} | {row['mrr']:.3f} | {base['bm25']['mrr'] - 0.02:.3f} | "
                   f"{row['tailpatch@10']:+.2e} | {base['trackstar']['tailpatch@10']:+.2e} | "
-                  f"{mean:+.1e} ± {half_width:.1e} | {row['measured']:.0%} | {'PASS' if ok else 'fail'} |")
+                  f"{difference.mean:+.1e} ± {difference.half_width:.1e} | {row['measured']:.0%} | {'PASS' if ok else 'fail'} |")
     return 0
 
 

@@ -12,6 +12,11 @@ tail-patch included. It prints fact recall, MRR and tail-patch@1/3/10 for every 
 queries and for the queries the model gets right, checks issue 11's targets, and writes
 WORK/<world>/summary.json and WORK/<world>/table.md. Pretraining is cached in WORK/<world>/pretrain
 (the same corpus and settings are not trained twice). CPU-heavy: tens of minutes per world on 2 cores.
+
+One pretraining run is one draw: recall moves by about 0.05, sometimes 0.17, between training seeds at
+one plan, and every attribution figure with it. `--seed 0 --seed 1 --seed 2` runs each world once per
+training seed (WORK/seed-S/<world>) and ends with each world's figures and targets across the seeds;
+benchmarks/seed_ranges.py prints the same table from folders already run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fusion_sweep import as_ranking, measured_effects  # benchmarks/ is on sys.path when run as a script
 
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.records import ground_truth
@@ -33,7 +39,7 @@ from trackstar_pipeline.data.world_generator import draw_world_spec
 from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
 from trackstar_pipeline.evaluation.recall_summary import correct_only_summary
 from trackstar_pipeline.evaluation.result import EvaluationResult
-from trackstar_pipeline.evaluation.tailpatch import load_tailpatch_setup
+from trackstar_pipeline.evaluation.tailpatch import PairedDifference, load_tailpatch_setup, paired_tailpatch_difference
 from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import PipelineSettings, load_settings
 from trackstar_pipeline.storage.artifacts import load_sources
@@ -83,7 +89,11 @@ def run_world(world: str, settings: PipelineSettings, work: Path, pretrain_only:
         fact_correct=recall.correct), work / "report", progress=lambda line: print(f"  {line}", flush=True))
     save_rankings(evaluated, work / "rankings.json")
     summary = dict(evaluated.summary)
-    summary["benchmark"] = {"world": world, "fact_recall_all_queries": recall.accuracy,
+    margin = fusion_tailpatch_margin(json.loads((work / "rankings.json").read_text()))
+    summary["benchmark"] = {"world": world, "training_seed": settings.training.seed,
+                            "fusion_tailpatch_margin": {"mean": margin.mean, "half_width": margin.half_width,
+                                                        "queries": margin.queries},
+                            "fact_recall_all_queries": recall.accuracy,
                             "by_mentions": {b: t.accuracy for b, t in recall.by_bucket.items()},
                             "pretrain_seconds": round(pretrain_seconds, 1), "pretrain_steps": result.steps,
                             "probe_recall": result.probe_recall, "parameters": result.parameters,
@@ -107,6 +117,15 @@ def save_rankings(evaluated: EvaluationResult, path: Path) -> None:
         "correct": dict(zip(queries["id"].to_list(), queries["correct"].to_list())),
         "effects": effects,
     }))
+
+
+def fusion_tailpatch_margin(saved: dict[str, Any], k: int = 10) -> PairedDifference:
+    """trackstar+bm25's tail-patch@k minus trackstar's, paired per query, from a saved rankings.json:
+    the two share most of their top k, so only the paired interval says whether the target's sign is
+    more than query-sampling noise."""
+    fused, trackstar = (({q: as_ranking(ids) for q, ids in saved["open_set"][method].items()})
+                        for method in ("trackstar+bm25", "trackstar"))
+    return paired_tailpatch_difference(fused, trackstar, measured_effects(saved), k)
 
 
 def world_table(summary: dict[str, Any]) -> str:
@@ -141,6 +160,9 @@ def trackstar_targets(table: dict[str, dict[str, Any]], method: str = "trackstar
     }
 
 
+FUSION_TAILPATCH = "trackstar+bm25 tail-patch@10 >= trackstar's"
+
+
 def target_checks(summary: dict[str, Any]) -> dict[str, bool]:
     """Issue 11's targets on one world (tail-patch@10 and MRR over all evaluated queries)."""
     table = summary["open_set"]
@@ -149,8 +171,50 @@ def target_checks(summary: dict[str, Any]) -> dict[str, bool]:
         "fact recall >= 0.5": summary["fact_recall"] >= 0.5,
         **trackstar_targets(table),
         "trackstar+bm25 MRR >= bm25 - 0.02": mrr("trackstar+bm25") >= mrr("bm25") - 0.02,
-        "trackstar+bm25 tail-patch@10 >= trackstar's": tp("trackstar+bm25") >= tp("trackstar"),
+        FUSION_TAILPATCH: tp("trackstar+bm25") >= tp("trackstar"),
     }
+
+
+def margin_note(summary: dict[str, Any]) -> str:
+    """The fusion tail-patch target's paired margin, as the target line's suffix ('' when not measured)."""
+    margin = summary.get("benchmark", {}).get("fusion_tailpatch_margin")
+    if not margin or margin["mean"] != margin["mean"]:
+        return ""
+    verdict = "within noise" if PairedDifference(**margin).within_noise else "outside noise"
+    return f" (paired difference {margin['mean']:+.1e} ± {margin['half_width']:.1e} over {margin['queries']} queries, {verdict})"
+
+
+def target_lines(summary: dict[str, Any], checks: dict[str, bool]) -> str:
+    """One PASS/FAIL line per target; the fusion tail-patch target's says whether its margin is noise."""
+    return "\n".join(f"- {'PASS' if ok else 'FAIL'} {name}" + (margin_note(summary) if name == FUSION_TAILPATCH else "")
+                     for name, ok in checks.items())
+
+
+RANGED = (("fact recall", lambda s: s["fact_recall"]),
+          *((f"{method} {column}", lambda s, m=method, c=column: s["open_set"].get(m, {}).get(c))
+            for method in ("trackstar", "bm25", "random", "trackstar+bm25") for column in ("mrr", "tailpatch@10")),
+          ("trackstar+bm25 minus trackstar tail-patch@10 (paired)",
+           lambda s: s.get("benchmark", {}).get("fusion_tailpatch_margin", {}).get("mean")))
+"""The figures seed_ranges_table spreads over seeds: recall and the figures issue 11's targets compare."""
+
+
+def seed_ranges_table(summaries: list[dict[str, Any]]) -> str:
+    """Markdown: one column per training seed, each figure's range and each target's pass count."""
+    seeds = [str(summary.get("benchmark", {}).get("training_seed", "?")) for summary in summaries]
+    lines = ["| figure | " + " | ".join(f"seed {seed}" for seed in seeds) + " | range |",
+             "|---|" + "---:|" * (len(seeds) + 1)]
+    for name, figure in RANGED:
+        values = [figure(summary) for summary in summaries]
+        shown = [v for v in values if v is not None]
+        as_text = (lambda v: f"{v:+.2e}") if "tail" in name else (lambda v: f"{v:.3f}")
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else as_text(v) for v in values) + " | "
+                     + (f"{as_text(min(shown))} to {as_text(max(shown))}" if shown else "–") + " |")
+    checks = [target_checks(summary) for summary in summaries]
+    for name in checks[0]:
+        passed = [check[name] for check in checks]
+        lines.append(f"| target: {name} | " + " | ".join("PASS" if ok else "FAIL" for ok in passed)
+                     + f" | {sum(passed)} of {len(passed)} |")
+    return "\n".join(lines)
 
 
 def describe(world: str) -> str:
@@ -171,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="settings override, e.g. attribution.lambda_mix=auto")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="stop after pretraining and fact recall (to compare pretraining settings)")
+    parser.add_argument("--seed", action="append", type=int,
+                        help="training seed (repeatable): each world once per seed, in WORK/seed-S/, then the "
+                        "figures' ranges across seeds (default: training.seed, in WORK/)")
     parser.add_argument("--sweep", action="store_true",
                         help="also evaluate trackstar at other lambda, damping and d (CURVATURE_SWEEP); "
                         "--set overrides win")
@@ -181,25 +248,34 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
     base = load_settings(overrides=overrides)
-    for world in args.world or ["1", "2", "3", "wikidata"]:
-        print(f"== {describe(world)}; load average {os.getloadavg()[0]:.1f}", flush=True)
-        work = args.work / f"world-{world}"
-        summary = run_world(world, world_settings(world, base, args.n_corpus, args.n_queries, args.wikidata_path), work,
-                            args.pretrain_only)
-        if summary is None:
-            continue
-        checks = target_checks(summary)
-        table = world_table(summary)
-        bench = summary["benchmark"]
-        text = (f"### {describe(world)}\n\n{summary['n_corpus']} rows, {summary['n_queries']} evaluated queries; "
-                f"fact recall {summary['fact_recall']:.3f} (all {summary['n_queries_total']} queries "
-                f"{bench['fact_recall_all_queries']:.3f}); pretraining {bench['pretrain_steps']} steps in "
-                f"{bench['pretrain_seconds']:.0f} s, whole world {bench['seconds']:.0f} s, load average "
-                f"{bench['load_average'][0]:.1f}; overrides {overrides or 'none'}\n\n{table}\n\n"
-                + "\n".join(f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()) + "\n")
-        print(text, flush=True)
-        (work / "table.md").write_text(text)
-        (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    for seed in args.seed or [None]:
+        seeded = base if seed is None else replace(base, training=replace(base.training, seed=seed))
+        root = args.work if seed is None else args.work / f"seed-{seed}"
+        for world in args.world or ["1", "2", "3", "wikidata"]:
+            print(f"== {describe(world)}{'' if seed is None else f', training seed {seed}'}; "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            work = root / f"world-{world}"
+            summary = run_world(world, world_settings(world, seeded, args.n_corpus, args.n_queries, args.wikidata_path),
+                                work, args.pretrain_only)
+            if summary is None:
+                continue
+            summaries.setdefault(world, []).append(summary)
+            checks = target_checks(summary)
+            table = world_table(summary)
+            bench = summary["benchmark"]
+            text = (f"### {describe(world)}\n\n{summary['n_corpus']} rows, {summary['n_queries']} evaluated queries; "
+                    f"training seed {bench['training_seed']}; fact recall {summary['fact_recall']:.3f} (all "
+                    f"{summary['n_queries_total']} queries {bench['fact_recall_all_queries']:.3f}); pretraining "
+                    f"{bench['pretrain_steps']} steps in {bench['pretrain_seconds']:.0f} s, whole world "
+                    f"{bench['seconds']:.0f} s, load average {bench['load_average'][0]:.1f}; overrides "
+                    f"{overrides or 'none'}\n\n{table}\n\n" + target_lines(summary, checks) + "\n")
+            print(text, flush=True)
+            (work / "table.md").write_text(text)
+            (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    for world, runs in summaries.items():
+        if len(runs) > 1:
+            print(f"### {describe(world)}: {len(runs)} training seeds\n\n{seed_ranges_table(runs)}\n", flush=True)
     return 0
 
 

@@ -118,6 +118,28 @@ def test_a_querys_tailpatch_averages_only_its_measured_proponents():
     assert query_tailpatch("q1", ranking, effects, 1) == E(0.3, 1.0)
     assert query_tailpatch("q2", ranking, effects, 3) is None
 
+def test_paired_difference_is_the_mean_of_per_query_differences_with_its_interval():
+    from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect as E, paired_tailpatch_difference
+
+    effects = {(c, q): E(v, 0.0) for (c, q), v in {("a", "q1"): 0.4, ("b", "q1"): 0.2, ("a", "q2"): 0.1,
+                                                   ("b", "q2"): 0.3, ("a", "q3"): 0.0, ("b", "q3"): 0.6}.items()}
+    ours = {"q1": [("a", 1.0)], "q2": [("a", 1.0)], "q3": [("a", 1.0)], "q4": [("a", 1.0)]}  # q4: never patched
+    theirs = {"q1": [("b", 1.0)], "q2": [("b", 1.0)], "q3": [("b", 1.0)], "q4": [("b", 1.0)]}
+    result = paired_tailpatch_difference(ours, theirs, effects, 1)
+    differences = [0.2, -0.2, -0.6]
+    mean = sum(differences) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2)
+    assert result.queries == 3
+    assert result.mean == pytest.approx(mean)
+    assert result.half_width == pytest.approx(1.96 * sd / math.sqrt(3))
+    assert result.within_noise  # -0.2 +- 0.45
+    clear = paired_tailpatch_difference({"q1": [("a", 1.0)], "q3": [("b", 1.0)], "q2": [("b", 1.0)]},
+                                        {"q1": [("b", 1.0)], "q3": [("a", 1.0)], "q2": [("a", 1.0)]}, effects, 1)
+    assert clear.mean == pytest.approx((0.2 + 0.6 + 0.2) / 3) and not clear.within_noise
+    assert paired_tailpatch_difference({"q1": ours["q1"]}, theirs, effects, 1).queries == 1  # too few: nan
+    assert math.isnan(paired_tailpatch_difference({"q1": ours["q1"]}, theirs, effects, 1).mean)
+
+
 def test_load_setup_reads_pretrain_outputs(tmp_path):
     model, setup = _tiny_model_and_state("adamw")
     torch.save(setup.optimizer_state, tmp_path / "optimizer.pt")

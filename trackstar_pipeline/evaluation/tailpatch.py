@@ -291,3 +291,39 @@ def tailpatch_metrics(rankings: Mapping[str, Sequence[tuple[str, float]]],
         result[f"tailpatch@{k}"] = sum(prob) / len(prob) if prob else None
         result[f"tailpatch_logprob@{k}"] = sum(logprob) / len(logprob) if logprob else None
     return result
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """One method's tail-patch@k minus another's over the same queries, with its 95% half-width."""
+
+    mean: float
+    half_width: float
+    queries: int
+
+    @property
+    def within_noise(self) -> bool:
+        """The sign of the difference is not settled by these queries (the interval holds 0)."""
+        return not abs(self.mean) > self.half_width
+
+
+def paired_tailpatch_difference(rankings: Mapping[str, Sequence[tuple[str, float]]],
+                                baseline: Mapping[str, Sequence[tuple[str, float]]],
+                                effects: Mapping[tuple[str, str], TailPatchEffect], k: int) -> PairedDifference:
+    """tailpatch@k of `rankings` minus `baseline`'s, paired per query (normal 95% interval of the mean).
+
+    Two methods that share most of their top k differ by far less than either varies across queries,
+    so only the paired difference says whether one moves the model more than the other; over the
+    queries both have a measured top k.
+    """
+    differences = []
+    for query_id, ranking in rankings.items():
+        ours = query_tailpatch(query_id, ranking, effects, k)
+        theirs = query_tailpatch(query_id, baseline[query_id], effects, k) if query_id in baseline else None
+        if ours is not None and theirs is not None:
+            differences.append(ours.delta_prob - theirs.delta_prob)
+    if len(differences) < 2:
+        return PairedDifference(float("nan"), float("nan"), len(differences))
+    mean = sum(differences) / len(differences)
+    variance = sum((difference - mean) ** 2 for difference in differences) / (len(differences) - 1)
+    return PairedDifference(mean, 1.96 * math.sqrt(variance / len(differences)), len(differences))
