@@ -30,43 +30,46 @@ from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, paired_tailpatch_difference, tailpatch_metrics
 
-RULES: list[tuple[str, float, float, int, int, float]] = [
+RULES: list[tuple[str, float, float, int, int, float, int]] = [
     # (label, bm25 weight, rrf_k, bm25 head, pool the head is picked from in trackstar's order,
-    #  least share of BM25's top score a pool row needs; rules with a share > 0 need saved scores)
-    ("rrf k=60 (old default)", 1.0, 60, 0, 0, 0.0),
-    ("bm25 head 1 + trackstar", 0.0, 60, 1, 1, 0.0),
-    ("bm25 head 2 + trackstar", 0.0, 60, 2, 2, 0.0),
-    ("bm25 head 1 + rrf k=60", 1.0, 60, 1, 1, 0.0),
-    ("bm25 head 1 + rrf k=60 w=0.5 (session-5 default)", 0.5, 60, 1, 1, 0.0),
-    ("bm25 head 1 + rrf k=10", 1.0, 10, 1, 1, 0.0),
-    ("rrf k=2 w=2", 2.0, 2, 0, 0, 0.0),
-    ("bm25 head 1 of top 2 + trackstar", 0.0, 60, 1, 2, 0.0),
-    ("bm25 head 1 of top 3 + trackstar", 0.0, 60, 1, 3, 0.0),
-    ("bm25 head 1 of top 5 + trackstar", 0.0, 60, 1, 5, 0.0),
-    ("bm25 head 1 of top 2 + rrf k=60 w=0.5", 0.5, 60, 1, 2, 0.0),
-    ("bm25 head 1 of top 3 + rrf k=60 w=0.5", 0.5, 60, 1, 3, 0.0),
-    ("bm25 head 1 of top 5 + rrf k=60 w=0.5", 0.5, 60, 1, 5, 0.0),
-    ("bm25 head 1 + rrf k=60 w=0.25", 0.25, 60, 1, 1, 0.0),
-    ("bm25 head 1 of top 2 + rrf k=60 w=0.25", 0.25, 60, 1, 2, 0.0),
-    ("bm25 head 1 of top 3 + rrf k=60 w=0.25", 0.25, 60, 1, 3, 0.0),
-    ("bm25 head 1 of top 5 within 0.95 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.95),
-    ("bm25 head 1 of top 5 within 0.9 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.9),
-    ("bm25 head 1 of top 5 within 0.8 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.8),
-    ("bm25 head 1 of top 10 within 0.9 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 10, 0.9),
-    ("bm25 head 1 of top 5 within 0.9 of its top + rrf k=60 w=0.5", 0.5, 60, 1, 5, 0.9),
-    ("bm25 head 1 of top 5 within 0.9 of its top + trackstar", 0.0, 60, 1, 5, 0.9),
+    #  least share of BM25's top score a pool row needs (rules with a share > 0 need saved scores),
+    #  how many of BM25's top rows follow the fused first 10 when it left them out)
+    ("rrf k=60 (old default)", 1.0, 60, 0, 0, 0.0, 0),
+    ("bm25 head 1 + trackstar", 0.0, 60, 1, 1, 0.0, 0),
+    ("bm25 head 2 + trackstar", 0.0, 60, 2, 2, 0.0, 0),
+    ("bm25 head 1 + rrf k=60", 1.0, 60, 1, 1, 0.0, 0),
+    ("bm25 head 1 + rrf k=60 w=0.5 (session-5 default)", 0.5, 60, 1, 1, 0.0, 0),
+    ("bm25 head 1 + rrf k=10", 1.0, 10, 1, 1, 0.0, 0),
+    ("rrf k=2 w=2", 2.0, 2, 0, 0, 0.0, 0),
+    ("bm25 head 1 of top 2 + trackstar", 0.0, 60, 1, 2, 0.0, 0),
+    ("bm25 head 1 of top 3 + trackstar", 0.0, 60, 1, 3, 0.0, 0),
+    ("bm25 head 1 of top 5 + trackstar", 0.0, 60, 1, 5, 0.0, 0),
+    ("bm25 head 1 of top 2 + rrf k=60 w=0.5", 0.5, 60, 1, 2, 0.0, 0),
+    ("bm25 head 1 of top 3 + rrf k=60 w=0.5", 0.5, 60, 1, 3, 0.0, 0),
+    ("bm25 head 1 of top 5 + rrf k=60 w=0.5", 0.5, 60, 1, 5, 0.0, 0),
+    ("bm25 head 1 + rrf k=60 w=0.25", 0.25, 60, 1, 1, 0.0, 0),
+    ("bm25 head 1 of top 2 + rrf k=60 w=0.25", 0.25, 60, 1, 2, 0.0, 0),
+    ("bm25 head 1 of top 3 + rrf k=60 w=0.25", 0.25, 60, 1, 3, 0.0, 0),
+    ("bm25 head 1 of top 5 within 0.95 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.95, 0),
+    ("bm25 head 1 of top 5 within 0.9 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.9, 0),
+    ("bm25 head 1 of top 5 within 0.8 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 5, 0.8, 0),
+    ("bm25 head 1 of top 10 within 0.9 of its top + rrf k=60 w=0.25", 0.25, 60, 1, 10, 0.9, 0),
+    ("bm25 head 1 of top 5 within 0.9 of its top + rrf k=60 w=0.5", 0.5, 60, 1, 5, 0.9, 0),
+    ("bm25 head 1 of top 5 within 0.9 of its top + trackstar", 0.0, 60, 1, 5, 0.9, 0),
+    ("bm25 head 1 + rrf k=60 w=0.5, bm25's top 5 follow the first 10 (session-8 default)", 0.5, 60, 1, 1, 0.0, 5),
+    ("bm25 head 1 + rrf k=60 w=0.5, bm25's top 10 follow the first 10", 0.5, 60, 1, 1, 0.0, 10),
 ]
 
 
 def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int, head_pool: int,
-          head_pool_ratio: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+          head_pool_ratio: float = 0.0, follow: int = 0) -> dict[str, list[tuple[str, float]]]:
     """The rule's fused ranking per query, BM25 first (it leads), trackstar weight 1."""
     bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"]["trackstar"]
     bm25_scores = saved.get("open_set_scores", {}).get("bm25", {})
     result = {}
     for query_id in trackstar:
         totals = fusion_scores([bm25[query_id], trackstar[query_id]], [bm25_weight, 1.0], rrf_k, head,
-                               max(head, head_pool), bm25_scores.get(query_id), head_pool_ratio)
+                               max(head, head_pool), bm25_scores.get(query_id), head_pool_ratio, follow)
         result[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:100]
     return result
 
@@ -145,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {folder.parent.name}/{folder.name} | hindsight, {counted} queries: best measured ground-truth row "
               f"instead of TrackStar's 10th {best_truth:+.1e}; BM25's first instead of TrackStar's least effective "
               f"{drop_least:+.1e} | | | | | | | |")
-        for label, weight, rrf_k, head, head_pool, ratio in RULES:
+        for label, weight, rrf_k, head, head_pool, ratio, follow in RULES:
             if ratio > 0 and "open_set_scores" not in saved:
                 continue  # rankings.json from before quality.py saved scores
-            rankings = fused(saved, weight, rrf_k, head, head_pool, ratio)
+            rankings = fused(saved, weight, rrf_k, head, head_pool, ratio, follow)
             row = measure(saved, effects, rankings)
             difference = paired_tailpatch_difference(rankings, trackstar, effects, 10)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]

@@ -240,6 +240,14 @@ class EvaluationSettings:
     trains (session 7, six worlds, fusion_sweep.py): 0.5 beat 0.25 on tail-patch@10 on four of six
     (mean +0.3e-3, each inside its ±2-3e-3 paired interval) and on both session-6 ones, at the same
     MRR. Session 6 had picked 0.25 on the less-trained models of an earlier plan."""
+    fusion_bm25_follow: int = 5
+    """BM25's top fusion_bm25_follow rows that the fusion's first fusion_page rows left out come right after
+    that page (0: off). The page is unchanged, so is tail-patch@page; where BM25's first row missed the
+    fact and TrackStar does not know it, BM25's next rows, which often state it, rank 11-15 instead of
+    about 70. Session 8, fourteen saved models (fusion_sweep.py): MRR +0.000 to +0.004, never lower;
+    world 1's 0.871 became 0.875 (bound 0.873). 5 gained as much as 10 everywhere but one world."""
+    fusion_page: int = 10
+    """The fused rows taken as the page that BM25's follow rows come after: the tail-patch's largest k."""
 
 
 @dataclass(frozen=True)

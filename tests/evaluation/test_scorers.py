@@ -149,3 +149,42 @@ def test_fusion_scorer_applies_the_ratio_to_the_head_methods_scores_in_open_and_
     assert int(np.argmax(led.score_candidates("q", ["c2", "c0"]))) == 1
     with pytest.raises(ValueError, match="head_pool_ratio -0.1"):
         FusionScorer([trackstar, bm25], head_method=1, head=1, head_pool=3, head_pool_ratio=-0.1)
+
+
+def test_bm25_follow_rows_come_right_after_the_first_page_which_stays_as_it_was():
+    bm25 = ["a", "b", "c", "d", "e"]
+    trackstar = ["t1", "t2", "t3", "c", "t4", "t5", "t6"]
+    plain = fusion_scores([bm25, trackstar], [0.0, 1.0], rrf_k=0, head=1)
+    plain_order = sorted(plain, key=lambda c: -plain[c])
+    assert plain_order[:4] == ["a", "t1", "t2", "t3"]
+    followed = fusion_scores([bm25, trackstar], [0.0, 1.0], rrf_k=0, head=1, follow=4, page=4)
+    order = sorted(followed, key=lambda c: -followed[c])
+    # page a t1 t2 t3 unchanged; BM25's top 4 left out of it (b, c, d) follow in BM25's order, then the rest
+    assert order == ["a", "t1", "t2", "t3", "b", "c", "d", "t4", "t5", "t6", "e"]
+    assert all(followed[c] == plain[c] for c in ("a", "t1", "t2", "t3", "t4", "t5", "t6"))  # scores kept
+    assert plain["t3"] > followed["b"] > followed["c"] > followed["d"] > plain["t4"]
+    # follow rows already on the page move nothing; a page as long as the list moves nothing
+    assert fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, follow=1, page=4) == plain
+    assert fusion_scores([bm25, trackstar], [0.0, 1.0], 0, head=1, follow=5, page=20) == plain
+    with pytest.raises(ValueError, match="follow -1 must be >= 0"):
+        fusion_scores([bm25, trackstar], [0.0, 1.0], 0, follow=-1)
+
+
+def test_follow_rows_keep_their_place_where_scores_tie_at_the_page_edge():
+    # equal weights, rrf_k 0: a and x (each list's first) tie, so page 1 (a) is followed by b and c at
+    # a's and x's score; the returned order still puts them before x
+    totals = fusion_scores([["a", "b", "c"], ["x", "y", "z"]], [1.0, 1.0], rrf_k=0, follow=3, page=1)
+    assert totals["b"] == totals["c"] == totals["x"] == totals["a"]
+    assert sorted(totals, key=lambda c: -totals[c]) == ["a", "b", "c", "x", "y", "z"]
+
+
+def test_fusion_scorer_follow_applies_in_open_and_closed_set():
+    bm25 = matrix_scorer(["q"], CORPUS_IDS, np.array([[4.0, 3.0, 2.0, 1.0]]))      # ranks c0 c1 c2 c3
+    trackstar = matrix_scorer(["q"], CORPUS_IDS, np.array([[1.0, 2.0, 4.0, 3.0]]))  # ranks c2 c3 c1 c0
+    led = FusionScorer([trackstar, bm25], rrf_k=0, weights=[1.0, 0.0], head_method=1, head=1, follow=2, page=2)
+    # page: c0 (BM25's head), c2; BM25's c1 follows before TrackStar's c3
+    assert [c for c, _ in led.top_k(4)["q"]] == ["c0", "c2", "c1", "c3"]
+    assert [CORPUS_IDS[i] for i in np.argsort(-led.score_candidates("q", CORPUS_IDS), kind="stable")] == \
+        ["c0", "c2", "c1", "c3"]
+    with pytest.raises(ValueError, match="page 0 >= 1"):
+        FusionScorer([trackstar, bm25], head_method=1, head=1, follow=2, page=0)

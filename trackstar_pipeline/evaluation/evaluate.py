@@ -221,7 +221,8 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
                                                  weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
                                                  head=evaluation.fusion_bm25_head,
                                                  head_pool=evaluation.fusion_bm25_head_pool,
-                                                 head_pool_ratio=evaluation.fusion_bm25_head_ratio)
+                                                 head_pool_ratio=evaluation.fusion_bm25_head_ratio,
+                                                 follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page)
     return methods, candidates, n_corpus, lambda_used
 
 

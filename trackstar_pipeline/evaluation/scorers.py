@@ -104,9 +104,16 @@ def checked_head_pool(head: int, head_pool: int | None, head_pool_ratio: float) 
     return pool
 
 
+def checked_follow(follow: int, page: int) -> None:
+    """The follow arguments' check, shared like checked_head_pool."""
+    if follow < 0 or page < 1:
+        raise ValueError(f"rank fusion: follow {follow} must be >= 0 and page {page} >= 1 (follow rows come "
+                         "right after the fused first page)")
+
+
 def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
                   head: int = 0, head_pool: int | None = None, head_scores: Sequence[float] | None = None,
-                  head_pool_ratio: float = 0.0) -> dict[str, float]:
+                  head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10) -> dict[str, float]:
     """Weighted reciprocal rank fusion of id lists (best first): sum over lists of w / (rrf_k + rank).
 
     The first list's top `head` lead, above every fused score: a method that is nearly always right at
@@ -119,6 +126,11 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     the first `head` counts only if it scores at least head_pool_ratio x the first row's: BM25 scores the
     rows that state the fact in the query's words nearly alike, and a row about another fact well below,
     so the pick among near-ties keeps BM25's precision at rank 1.
+    With `follow` > 0, the first list's top `follow` rows that the fused first `page` left out come right
+    after that page, above every other row: the page is the set a reader (and tail-patch@page) takes as
+    the proponents, and where BM25's first row missed the fact, its next rows, which often state it,
+    are not buried at rank 70 behind TrackStar's tail. Scores keep their order: those rows get scores
+    between the page's last and the next row's (equal to both only where those two tie).
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
@@ -144,7 +156,26 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     lead = candidates[:head]
     for rank, corpus_id in enumerate(lead, start=1):
         totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
+    checked_follow(follow, page)
+    if follow and ranked:
+        return with_followers(totals, list(ranked[0][:follow]), page)
     return totals
+
+
+def with_followers(totals: dict[str, float], followers: list[str], page: int) -> dict[str, float]:
+    """totals with the followers the top `page` left out moved to just below it, in their given order;
+    the result's insertion order is the final order, so a stable sort keeps it even where scores tie."""
+    order = sorted(totals, key=lambda corpus_id: -totals[corpus_id])  # stable: insertion order on ties
+    first_page = order[:page]
+    moved = [corpus_id for corpus_id in dict.fromkeys(followers) if corpus_id in totals and corpus_id not in first_page]
+    if not moved or len(order) <= page:
+        return totals
+    rest = [corpus_id for corpus_id in order[page:] if corpus_id not in moved]
+    floor = totals[first_page[-1]]
+    below = totals[rest[0]] if rest else floor - 1.0
+    step = (floor - below) / (len(moved) + 1)
+    placed = {corpus_id: floor - i * step for i, corpus_id in enumerate(moved, start=1)}
+    return {corpus_id: placed.get(corpus_id, totals[corpus_id]) for corpus_id in first_page + moved + rest}
 
 
 class FusionScorer:
@@ -153,11 +184,12 @@ class FusionScorer:
     def __init__(self, scorers: Sequence[MethodScorer], rrf_k: float = 60, depth: int = 1000,
                  query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
                  head_method: int = 0, head: int = 0, head_pool: int | None = None,
-                 head_pool_ratio: float = 0.0) -> None:
+                 head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10) -> None:
         """query_ids: the queries to fuse (each method must score them); default, those every method scores.
         weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead;
         head_pool: they are picked from its top head_pool in the other methods' order, head_pool_ratio:
-        among the rows scoring at least that share of its best (fusion_scores)."""
+        among the rows scoring at least that share of its best; follow: how many of its top follow the
+        fused first `page` (fusion_scores)."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
         if not 0 <= head_method < len(scorers):
@@ -178,6 +210,8 @@ class FusionScorer:
         self.head = head
         self.head_pool = checked_head_pool(head, head_pool, head_pool_ratio)
         self.head_pool_ratio = head_pool_ratio
+        checked_follow(follow, page)
+        self.follow, self.page = follow, page
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
 
@@ -185,7 +219,7 @@ class FusionScorer:
         """fusion_scores with the head method's list first (its order also breaks ties)."""
         order = [self.head_method] + [i for i in range(len(ranked)) if i != self.head_method]
         return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head,
-                             self.head_pool, head_scores, self.head_pool_ratio)
+                             self.head_pool, head_scores, self.head_pool_ratio, self.follow, self.page)
 
     def top_k(self, k: int) -> dict[str, Ranking]:
         depth = max(k, self.depth)
