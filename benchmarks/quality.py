@@ -89,10 +89,10 @@ def run_world(world: str, settings: PipelineSettings, work: Path, pretrain_only:
         fact_correct=recall.correct), work / "report", progress=lambda line: print(f"  {line}", flush=True))
     save_rankings(evaluated, work / "rankings.json")
     summary = dict(evaluated.summary)
-    margin = fusion_tailpatch_margin(json.loads((work / "rankings.json").read_text()))
+    open_set = evaluated.rankings["open_set"]
+    margin = paired_tailpatch_difference(open_set["trackstar+bm25"], open_set["trackstar"], evaluated.effects, 10)
     summary["benchmark"] = {"world": world, "training_seed": settings.training.seed,
-                            "fusion_tailpatch_margin": {"mean": margin.mean, "half_width": margin.half_width,
-                                                        "queries": margin.queries},
+                            "fusion_tailpatch_margin": margin_record(margin),
                             "fact_recall_all_queries": recall.accuracy,
                             "by_mentions": {b: t.accuracy for b, t in recall.by_bucket.items()},
                             "pretrain_seconds": round(pretrain_seconds, 1), "pretrain_steps": result.steps,
@@ -126,6 +126,13 @@ def fusion_tailpatch_margin(saved: dict[str, Any], k: int = 10) -> PairedDiffere
     fused, trackstar = (({q: as_ranking(ids) for q, ids in saved["open_set"][method].items()})
                         for method in ("trackstar+bm25", "trackstar"))
     return paired_tailpatch_difference(fused, trackstar, measured_effects(saved), k)
+
+
+def margin_record(margin: PairedDifference) -> dict[str, Any]:
+    """A paired difference as summary.json keeps it (JSON has no NaN: too few queries is null)."""
+    finite = margin.mean == margin.mean
+    return {"mean": margin.mean if finite else None, "half_width": margin.half_width if finite else None,
+            "queries": margin.queries}
 
 
 def world_table(summary: dict[str, Any]) -> str:
@@ -178,7 +185,7 @@ def target_checks(summary: dict[str, Any]) -> dict[str, bool]:
 def margin_note(summary: dict[str, Any]) -> str:
     """The fusion tail-patch target's paired margin, as the target line's suffix ('' when not measured)."""
     margin = summary.get("benchmark", {}).get("fusion_tailpatch_margin")
-    if not margin or margin["mean"] != margin["mean"]:
+    if not margin or margin.get("mean") is None or margin["mean"] != margin["mean"]:
         return ""
     verdict = "within noise" if PairedDifference(**margin).within_noise else "outside noise"
     return f" (paired difference {margin['mean']:+.1e} ± {margin['half_width']:.1e} over {margin['queries']} queries, {verdict})"
@@ -190,7 +197,8 @@ def target_lines(summary: dict[str, Any], checks: dict[str, bool]) -> str:
                      for name, ok in checks.items())
 
 
-RANGED = (("fact recall", lambda s: s["fact_recall"]),
+RANGED = (("fact recall (evaluated queries)", lambda s: s["fact_recall"]),
+          ("fact recall (all queries)", lambda s: s.get("benchmark", {}).get("fact_recall_all_queries")),
           *((f"{method} {column}", lambda s, m=method, c=column: s["open_set"].get(m, {}).get(c))
             for method in ("trackstar", "bm25", "random", "trackstar+bm25") for column in ("mrr", "tailpatch@10")),
           ("trackstar+bm25 minus trackstar tail-patch@10 (paired)",
@@ -205,9 +213,9 @@ def seed_ranges_table(summaries: list[dict[str, Any]]) -> str:
              "|---|" + "---:|" * (len(seeds) + 1)]
     for name, figure in RANGED:
         values = [figure(summary) for summary in summaries]
-        shown = [v for v in values if v is not None]
+        shown = [v for v in values if v is not None and v == v]  # measured and not NaN
         as_text = (lambda v: f"{v:+.2e}") if "tail" in name else (lambda v: f"{v:.3f}")
-        lines.append(f"| {name} | " + " | ".join("–" if v is None else as_text(v) for v in values) + " | "
+        lines.append(f"| {name} | " + " | ".join("–" if v is None or v != v else as_text(v) for v in values) + " | "
                      + (f"{as_text(min(shown))} to {as_text(max(shown))}" if shown else "–") + " |")
     checks = [target_checks(summary) for summary in summaries]
     for name in checks[0]:

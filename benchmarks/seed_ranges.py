@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quality import describe, fusion_tailpatch_margin, seed_ranges_table  # benchmarks/ is on sys.path as a script
+from quality import describe, fusion_tailpatch_margin, margin_record, seed_ranges_table  # benchmarks/ is on sys.path as a script
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -29,7 +29,8 @@ def load_run(folder: Path) -> dict[str, Any]:
     if "training_seed" not in bench and state.exists():
         bench["training_seed"] = json.loads(state.read_text()).get("seed")
     if "fusion_tailpatch_margin" not in bench and (folder / "rankings.json").exists():
-        bench["fusion_tailpatch_margin"] = vars(fusion_tailpatch_margin(json.loads((folder / "rankings.json").read_text())))
+        bench["fusion_tailpatch_margin"] = margin_record(fusion_tailpatch_margin(json.loads(
+            (folder / "rankings.json").read_text())))
     return summary
 
 
@@ -40,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     by_world: dict[str, list[dict[str, Any]]] = {}
     for folder in args.folders:
         summary = load_run(folder)
-        by_world.setdefault(str(summary["benchmark"].get("world", folder.name)), []).append(summary)
+        if "world" not in summary["benchmark"]:
+            raise SystemExit(f"{folder}: summary.json names no world; it was not written by benchmarks/quality.py")
+        by_world.setdefault(str(summary["benchmark"]["world"]), []).append(summary)
     for world, runs in by_world.items():
-        runs.sort(key=lambda run: str(run["benchmark"].get("training_seed")))
+        runs.sort(key=lambda run: (run["benchmark"].get("training_seed") is None, run["benchmark"].get("training_seed") or 0))
         print(f"### {describe(world)}: {len(runs)} run(s)\n\n{seed_ranges_table(runs)}\n")
     return 0
 

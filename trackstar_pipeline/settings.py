@@ -244,10 +244,17 @@ class EvaluationSettings:
     """BM25's top fusion_bm25_follow rows that the fusion's first fusion_page rows left out come right after
     that page (0: off). The page is unchanged, so is tail-patch@page; where BM25's first row missed the
     fact and TrackStar does not know it, BM25's next rows, which often state it, rank 11-15 instead of
-    about 70. Session 8, fourteen saved models (fusion_sweep.py): MRR +0.000 to +0.004, never lower;
-    world 1's 0.871 became 0.875 (bound 0.873). 5 gained as much as 10 everywhere but one world."""
-    fusion_page: int = 10
-    """The fused rows taken as the page that BM25's follow rows come after: the tail-patch's largest k."""
+    about 70. Session 8, fourteen saved models (fusion_sweep.py, open set): MRR +0.000 to +0.004, never
+    lower; world 1's 0.871 became 0.875 (bound 0.873). 5 gained as much as 10 everywhere but one world.
+    The closed set's fusion (BM25 top 100 and other candidates) follows the same rule."""
+    fusion_page: int | None = None
+    """The fused rows taken as the page that BM25's follow rows come after; None: the largest of
+    tailpatch_k (10), so the follow rows never change a tail-patch figure."""
+
+    @property
+    def fusion_page_size(self) -> int:
+        """fusion_page, or the largest tail-patch k (10 when none is measured)."""
+        return self.fusion_page if self.fusion_page is not None else max(self.tailpatch_k, default=10)
 
 
 @dataclass(frozen=True)

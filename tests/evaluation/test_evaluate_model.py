@@ -50,7 +50,7 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
         "attribution.projection_dim": 64, "attribution.batch_size": 8, "attribution.lambda_mix": 0.9,
         "evaluation.projection_dim_sweep": [32, 64], "evaluation.closed_set_bm25": 3,
         "evaluation.closed_set_same_completion": 2, "evaluation.closed_set_random": 4,
-        "evaluation.tailpatch_queries": 3, "evaluation.top_k": 10})
+        "evaluation.tailpatch_queries": 3, "evaluation.top_k": 10, "evaluation.fusion_page": 3})
     inputs = EvaluationInputs(corpus, queries, truth, settings, model=model, tokenizer=tokenizer,
                               second_moments=load_second_moments(tmp_path / "optimizer.pt", model), tailpatch=setup)
     result = evaluate(inputs, tmp_path / "report", progress=lambda message: None)
@@ -72,6 +72,28 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
     for setting in ("open_set", "closed_set"):
         fused, bm25 = result.rankings[setting]["trackstar+bm25"], result.rankings[setting]["bm25"]
         assert all(fused[q][0][0] == bm25[q][0][0] for q in fused), setting
+    # and BM25's top fusion_bm25_follow (5) that its first fusion_page (3) rows left out come next
+    fused, bm25 = result.rankings["open_set"]["trackstar+bm25"], result.rankings["open_set"]["bm25"]
+    followed = 0
+    for q in fused:
+        page = [corpus_id for corpus_id, _ in fused[q][:3]]
+        left_out = [corpus_id for corpus_id, _ in bm25[q][:5] if corpus_id not in page]
+        assert [corpus_id for corpus_id, _ in fused[q][3:3 + len(left_out)]] == left_out, q
+        followed += len(left_out)
+    assert followed > 0
     # the model is left exactly as it was
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
     assert "tail-patch" in result.files["markdown"].read_text()
+
+
+def test_a_bad_fusion_setting_fails_before_any_corpus_pass(tmp_path):
+    corpus, queries, truth = small_world()
+    for override, message in (({"evaluation.fusion_page": 0}, "page 0 >= 1"),
+                              ({"evaluation.fusion_bm25_follow": -2}, "follow -2 must be >= 0"),
+                              ({"evaluation.fusion_bm25_head_pool": 0}, "head_pool 0 is smaller than head 1")):
+        seen: list[str] = []
+        settings = load_settings(overrides=override)
+        with pytest.raises(ValueError, match=message):
+            evaluate(EvaluationInputs(corpus, queries, truth, settings), tmp_path / "report", progress=seen.append)
+        assert not [line for line in seen if "pass" in line], override  # no corpus pass was started
+        assert not (tmp_path / "report" / "evaluation.json").exists()

@@ -64,7 +64,8 @@ from trackstar_pipeline.evaluation.corpus_shards import (
 from trackstar_pipeline.evaluation.metrics import bucket_of, group_queries, ranking_metrics
 from trackstar_pipeline.evaluation.report import EXPLORER_TOP, write_report
 from trackstar_pipeline.evaluation.result import EvaluationResult
-from trackstar_pipeline.evaluation.scorers import FusionScorer, MethodScorer, Ranking
+from trackstar_pipeline.evaluation.scorers import (FusionScorer, MethodScorer, Ranking, checked_follow,
+                                                  checked_head_pool)
 from trackstar_pipeline.evaluation.stream import RandomMethod, ShardMethod, VectorMethod, stream_methods
 from trackstar_pipeline.evaluation.tailpatch import (
     TailPatchEffect,
@@ -188,6 +189,9 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     """Every method (given ones kept, the rest streamed), the closed-set candidates, the corpus size, lambda used."""
     settings = inputs.settings
     evaluation = settings.evaluation
+    # the fusion's arguments are checked here, before any corpus pass, not when it is built at the end
+    checked_head_pool(evaluation.fusion_bm25_head, evaluation.fusion_bm25_head_pool, evaluation.fusion_bm25_head_ratio)
+    checked_follow(evaluation.fusion_bm25_follow, evaluation.fusion_page_size)
     given: dict[str, MethodScorer] = dict(inputs.methods or {})
     query_ids = sample["id"].to_list()
     bm25 = None
@@ -222,7 +226,7 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
                                                  head=evaluation.fusion_bm25_head,
                                                  head_pool=evaluation.fusion_bm25_head_pool,
                                                  head_pool_ratio=evaluation.fusion_bm25_head_ratio,
-                                                 follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page)
+                                                 follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page_size)
     return methods, candidates, n_corpus, lambda_used
 
 

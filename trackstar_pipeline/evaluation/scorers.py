@@ -94,7 +94,8 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
 
 def checked_head_pool(head: int, head_pool: int | None, head_pool_ratio: float) -> int:
     """The pool the fusion's head is picked from (head_pool, or head when None), after checking the head
-    arguments: shared by fusion_scores and FusionScorer, so a bad setting fails before evaluation starts."""
+    arguments: shared by fusion_scores, FusionScorer and check_fusion_settings (which evaluate calls
+    before any corpus pass), so a bad setting fails before the work starts."""
     pool = head if head_pool is None else head_pool
     if pool < head:
         raise ValueError(f"rank fusion: head_pool {pool} is smaller than head {head}; the leading rows are "
@@ -129,8 +130,8 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     With `follow` > 0, the first list's top `follow` rows that the fused first `page` left out come right
     after that page, above every other row: the page is the set a reader (and tail-patch@page) takes as
     the proponents, and where BM25's first row missed the fact, its next rows, which often state it,
-    are not buried at rank 70 behind TrackStar's tail. Scores keep their order: those rows get scores
-    between the page's last and the next row's (equal to both only where those two tie).
+    are not buried at rank 70 behind TrackStar's tail. Scores keep that order strictly: those rows
+    score between the page's last and the next row (_with_followers).
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
@@ -158,24 +159,37 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
         totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
     checked_follow(follow, page)
     if follow and ranked:
-        return with_followers(totals, list(ranked[0][:follow]), page)
+        return _with_followers(totals, list(ranked[0][:follow]), page)
     return totals
 
 
-def with_followers(totals: dict[str, float], followers: list[str], page: int) -> dict[str, float]:
-    """totals with the followers the top `page` left out moved to just below it, in their given order;
-    the result's insertion order is the final order, so a stable sort keeps it even where scores tie."""
+def _with_followers(totals: dict[str, float], followers: list[str], page: int) -> dict[str, float]:
+    """totals with the followers the top `page` left out moved to just below it, in their given order.
+
+    Every score after the page ends strictly below the page's last and the moved rows strictly decrease,
+    so the order holds under any tie rule (the metrics rank ties pessimistically, the closed set by
+    candidate order): where the next row ties the page's last, the rows after the page are all lowered
+    by the same tiny amount, which keeps their own order and ties.
+    """
+    checked_follow(len(followers), page)
     order = sorted(totals, key=lambda corpus_id: -totals[corpus_id])  # stable: insertion order on ties
     first_page = order[:page]
     moved = [corpus_id for corpus_id in dict.fromkeys(followers) if corpus_id in totals and corpus_id not in first_page]
-    if not moved or len(order) <= page:
+    if not moved:
         return totals
     rest = [corpus_id for corpus_id in order[page:] if corpus_id not in moved]
     floor = totals[first_page[-1]]
     below = totals[rest[0]] if rest else floor - 1.0
+    lowered = 0.0
+    if not below < floor:  # a tie at the page's edge: make room below the page
+        lowered = (below - floor) + 1e-9 * max(abs(floor), 1e-12) * (len(moved) + 2)
+        below -= lowered
     step = (floor - below) / (len(moved) + 1)
     placed = {corpus_id: floor - i * step for i, corpus_id in enumerate(moved, start=1)}
-    return {corpus_id: placed.get(corpus_id, totals[corpus_id]) for corpus_id in first_page + moved + rest}
+    result = {corpus_id: totals[corpus_id] for corpus_id in first_page}
+    result.update(placed)
+    result.update({corpus_id: totals[corpus_id] - lowered for corpus_id in rest})
+    return result
 
 
 class FusionScorer:

@@ -310,11 +310,12 @@ class PairedDifference:
 def paired_tailpatch_difference(rankings: Mapping[str, Sequence[tuple[str, float]]],
                                 baseline: Mapping[str, Sequence[tuple[str, float]]],
                                 effects: Mapping[tuple[str, str], TailPatchEffect], k: int) -> PairedDifference:
-    """tailpatch@k of `rankings` minus `baseline`'s, paired per query (normal 95% interval of the mean).
+    """tailpatch@k of `rankings` minus `baseline`'s, paired per query, with the 95% half-width of the mean.
 
     Two methods that share most of their top k differ by far less than either varies across queries,
-    so only the paired difference says whether one moves the model more than the other; over the
-    queries both have a measured top k.
+    so only the paired difference says whether one moves the model more than the other. Counted over
+    the queries where each has at least one measured top-k proponent (query_tailpatch); the interval
+    is the normal one (1.96 standard errors), fair at the 80-200 tail-patched queries benchmarks use.
     """
     differences = []
     for query_id, ranking in rankings.items():
