@@ -189,6 +189,11 @@ class TrainingSettings:
     (Wikidata 0.642, world 7 0.786, against 0.824 and 0.898 at float32's 128-wide plans). At one plan
     the seed moved recall more than precision did (embedded, 128 wide, 34 epochs: seed 0 0.668 in
     float32, 0.838 in bfloat16; seed 1 0.834 in float32; docs/quality_results.md, session 7)."""
+    bfloat16_over_time: bool = True
+    """With precision float32 and a measured speed: when even the narrowest width's epoch floor overruns
+    max_time_s in float32 and this CPU runs bfloat16 faster, pretrain in bfloat16 autocast instead (the
+    plan is made again at bfloat16's measured speed). A 40k-row world (generated 8) took 964 s in
+    float32 and recalled 0.494; bfloat16 took 607 s and recalled 0.548 (session 7-8)."""
 
 
 @dataclass(frozen=True)

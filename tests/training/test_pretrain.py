@@ -201,3 +201,46 @@ def test_measured_speed_is_positive_and_a_narrower_model_is_faster(corpus) -> No
     assert torch.equal(torch.get_rng_state(), before)
     assert 0 < speed(128) < speed(32)
     assert speed(128) == speed(128)  # measured once, then remembered
+
+
+def test_float32_that_overruns_max_time_plans_again_in_bfloat16_and_a_resume_keeps_it(
+        corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """training.bfloat16_over_time: only a float32 plan over max_time_s, on a CPU with fast bfloat16, switches."""
+    module = "trackstar_pipeline.training.pretrain"
+    asked: list[object] = []
+
+    def speeds(settings, tokenizer, rows, lengths, dtype, *args, **kwargs):
+        asked.append(dtype)
+        return lambda width: 1e9 if dtype is torch.bfloat16 else 1.0  # float32 far too slow for max_time_s
+
+    monkeypatch.setattr(f"{module}.measured_tokens_per_s", speeds)
+    monkeypatch.setattr(f"{module}.has_fast_bfloat16", lambda device: True)
+    settings = replace(TINY, epochs="auto", time_budget_s=1.0, max_time_s=1.0, min_epochs=1, max_epochs=2)
+
+    def stop(line: str) -> None:
+        lines.append(line)
+        if line.startswith("step 20/"):  # after the checkpoint at step 10
+            raise KeyboardInterrupt
+
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, settings, tmp_path / "switched", progress=stop)
+    assert asked == [None, torch.bfloat16]
+    assert any("measuring bfloat16" in line for line in lines)
+    assert any("bfloat16 autocast" in line and "as float32 overran" in line for line in lines)
+    monkeypatch.setattr(f"{module}.has_fast_bfloat16", lambda device: False)  # the resume keeps the plan's autocast
+    resumed_lines: list[str] = []
+    resumed = pretrain(corpus, settings, tmp_path / "switched", progress=resumed_lines.append)
+    assert json.loads(resumed.training_state_path.read_text())["precision"] == "bfloat16"
+    assert any("bfloat16 autocast" in line for line in resumed_lines if line.startswith("pretraining"))
+    assert asked == [None, torch.bfloat16]  # nothing measured again
+
+    # no fast bfloat16, or the option off: float32 stays, over the limit, with its warning
+    for name, patch in (("slow_bf16", {"has_fast": False}), ("off", {"has_fast": True, "option": False})):
+        asked.clear()
+        monkeypatch.setattr(f"{module}.has_fast_bfloat16", lambda device, fast=patch["has_fast"]: fast)
+        kept = pretrain(corpus, replace(settings, bfloat16_over_time=patch.get("option", True)), tmp_path / name,
+                        progress=lambda _: None)
+        assert asked == [None], name
+        assert json.loads(kept.training_state_path.read_text())["precision"] == "float32"
+        assert "WARNING: over training.max_time_s" in kept.plan

@@ -44,6 +44,9 @@ class TrainingPlan:
     """The speed the plan assumed at this width."""
     speed_measured: bool = False
     """Whether that speed was measured on this machine (else nominal_tokens_per_s scaled by token_cost)."""
+    precision: str | None = None
+    """The autocast the plan was made for ("float32" or "bfloat16"); None (plans saved before it was
+    recorded): training.precision decides. A resumed run keeps it, like the width."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
@@ -57,6 +60,8 @@ class TrainingPlan:
         described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
                      f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
                      f"the {'measured' if self.speed_measured else 'nominal'} {self.tokens_per_s:.0f} tokens/s")
+        if self.precision == "bfloat16" and self.speed_measured:
+            described += "; bfloat16 autocast, as float32 overran training.max_time_s"
         if self.over_time_limit:
             described += (f"; WARNING: over training.max_time_s ({self.time_limit_s:.0f} s) even so: for a corpus "
                           "this large, bring a trained model (training.model_uri) or let the width shrink further "

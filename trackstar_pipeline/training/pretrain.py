@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.optimization import Adafactor
 
-from trackstar_pipeline.attribution.precision import autocast, autocast_dtype
+from trackstar_pipeline.attribution.precision import autocast, autocast_dtype, has_fast_bfloat16
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
 from trackstar_pipeline.training.adaptive import TrainingPlan, at_width, corpus_probe, plan_training, probe_due
 from trackstar_pipeline.training.recall import fact_recall
@@ -134,6 +134,13 @@ SUSTAINED_FRACTION = 0.8
 """Whole-run training speed over the fastest calibration step: measured 0.81 on the embedded world with the
 test suite beside it, 0.72 on generated world 2 (256 wide) with two other jobs on the two cores. 0.8 fits
 a machine with at most one busy neighbour; a busier one still overruns the plan."""
+
+
+def bfloat16_instead(plan: TrainingPlan, settings: TrainingSettings, dtype: torch.dtype | None) -> bool:
+    """Whether to plan again in bfloat16 (training.bfloat16_over_time): a float32 plan at a measured speed
+    that overruns max_time_s even at its floor, on a CPU where bfloat16 measures faster."""
+    return (settings.bfloat16_over_time and dtype is None and settings.precision == "float32"
+            and plan.speed_measured and plan.over_time_limit and has_fast_bfloat16(torch.device("cpu")))
 
 
 def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
@@ -261,12 +268,22 @@ def pretrain(
         )
     if state is not None and "plan" in state:
         plan = TrainingPlan(**state["plan"])  # a measured speed may differ now: resume the same model
+        if plan.precision is not None:  # and in the same autocast
+            dtype = torch.bfloat16 if plan.precision == "bfloat16" else None
     else:
         speed = None  # a fixed nominal_tokens_per_s: the plan is a pure function of corpus and settings
         if settings.nominal_tokens_per_s == "auto":
             progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
             speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
         plan = plan_training(sum(lengths), settings, speed)
+        if bfloat16_instead(plan, settings, dtype):
+            progress("float32 overruns training.max_time_s even at the narrowest width; measuring bfloat16 "
+                     "(training.bfloat16_over_time)")
+            bfloat16_plan = plan_training(sum(lengths), settings, measured_tokens_per_s(
+                settings, tokenizer, rows, lengths, torch.bfloat16))
+            if bfloat16_plan.predicted_seconds < plan.predicted_seconds:
+                plan, dtype = bfloat16_plan, torch.bfloat16
+        plan = replace(plan, precision="bfloat16" if dtype is not None else "float32")
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
     optimizer = build_optimizer(model, settings)
@@ -358,6 +375,7 @@ def pretrain(
                 "epochs": settings.epochs,
                 "epochs_planned": plan.epochs,
                 "hidden_size": plan.hidden_size,
+                "precision": plan.precision,
                 "plan": plan_text,
                 "epochs_done": step / steps_per_epoch,
                 "probe_recall": probe_recall,
