@@ -192,8 +192,9 @@ class TrainingSettings:
     bfloat16_over_time: bool = True
     """With precision float32 and a measured speed: when even the narrowest width's epoch floor overruns
     max_time_s in float32 and this CPU runs bfloat16 faster, pretrain in bfloat16 autocast instead (the
-    plan is made again at bfloat16's measured speed). A 40k-row world (generated 8) took 964 s in
-    float32 and recalled 0.494; bfloat16 took 607 s and recalled 0.548 (session 7-8)."""
+    plan is made again at bfloat16's measured speed). A 40k-row world (generated 8, 128 wide, 10 epochs)
+    took 964 s in float32 and recalled 0.494; with this rule, 609 s in bfloat16 and 0.548 (session 8).
+    5k-20k-row worlds never overrun, so they stay in float32."""
 
 
 @dataclass(frozen=True)
