@@ -227,12 +227,12 @@ def test_float32_that_overruns_max_time_plans_again_in_bfloat16_and_a_resume_kee
         pretrain(corpus, settings, tmp_path / "switched", progress=stop)
     assert asked == [None, torch.bfloat16]
     assert any("measuring bfloat16" in line for line in lines)
-    assert any("bfloat16 autocast" in line and "as float32 overran" in line for line in lines)
+    assert any("threads, bfloat16 autocast;" in line and "as float32 overran" in line for line in lines)
     monkeypatch.setattr(f"{module}.has_fast_bfloat16", lambda device: False)  # the resume keeps the plan's autocast
     resumed_lines: list[str] = []
     resumed = pretrain(corpus, settings, tmp_path / "switched", progress=resumed_lines.append)
     assert json.loads(resumed.training_state_path.read_text())["precision"] == "bfloat16"
-    assert any("bfloat16 autocast" in line for line in resumed_lines if line.startswith("pretraining"))
+    assert any("threads, bfloat16 autocast;" in line for line in resumed_lines)  # the dtype it trains in
     assert asked == [None, torch.bfloat16]  # nothing measured again
 
     # no fast bfloat16, or the option off: float32 stays, over the limit, with its warning
@@ -243,4 +243,4 @@ def test_float32_that_overruns_max_time_plans_again_in_bfloat16_and_a_resume_kee
                         progress=lambda _: None)
         assert asked == [None], name
         assert json.loads(kept.training_state_path.read_text())["precision"] == "float32"
-        assert "WARNING: over training.max_time_s" in kept.plan
+        assert "WARNING: over training.max_time_s" in kept.plan and "as float32 overran" not in kept.plan

@@ -47,6 +47,8 @@ class TrainingPlan:
     precision: str | None = None
     """The autocast the plan was made for ("float32" or "bfloat16"); None (plans saved before it was
     recorded): training.precision decides. A resumed run keeps it, like the width."""
+    switched_from_float32: bool = False
+    """training.bfloat16_over_time chose bfloat16 because float32's plan overran max_time_s."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""
@@ -60,7 +62,7 @@ class TrainingPlan:
         described = (f"{width}; {self.epochs} epochs planned: {self.corpus_tokens} corpus tokens per epoch, "
                      f"{self.budget_tokens} tokens in the time budget, about {self.predicted_seconds:.0f} s at "
                      f"the {'measured' if self.speed_measured else 'nominal'} {self.tokens_per_s:.0f} tokens/s")
-        if self.precision == "bfloat16" and self.speed_measured:
+        if self.switched_from_float32:
             described += "; bfloat16 autocast, as float32 overran training.max_time_s"
         if self.over_time_limit:
             described += (f"; WARNING: over training.max_time_s ({self.time_limit_s:.0f} s) even so: for a corpus "

@@ -282,7 +282,7 @@ def pretrain(
             bfloat16_plan = plan_training(sum(lengths), settings, measured_tokens_per_s(
                 settings, tokenizer, rows, lengths, torch.bfloat16))
             if bfloat16_plan.predicted_seconds < plan.predicted_seconds:
-                plan, dtype = bfloat16_plan, torch.bfloat16
+                plan, dtype = replace(bfloat16_plan, switched_from_float32=True), torch.bfloat16
         plan = replace(plan, precision="bfloat16" if dtype is not None else "float32")
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
