@@ -94,8 +94,8 @@ def random_scorer(query_ids: Sequence[str], corpus_ids: Sequence[str], seed: int
 
 def checked_head_pool(head: int, head_pool: int | None, head_pool_ratio: float) -> int:
     """The pool the fusion's head is picked from (head_pool, or head when None), after checking the head
-    arguments: shared by fusion_scores, FusionScorer and check_fusion_settings (which evaluate calls
-    before any corpus pass), so a bad setting fails before the work starts."""
+    arguments: shared by fusion_scores, FusionScorer and evaluate's build_methods (which checks the
+    settings before any corpus pass), so a bad setting fails before the work starts."""
     pool = head if head_pool is None else head_pool
     if pool < head:
         raise ValueError(f"rank fusion: head_pool {pool} is smaller than head {head}; the leading rows are "
@@ -136,6 +136,7 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
     pool = checked_head_pool(head, head_pool, head_pool_ratio)
+    checked_follow(follow, page)
     totals: dict[str, float] = {}
     for weight, ids in zip(weights, ranked):
         for rank, corpus_id in enumerate(ids, start=1):
@@ -157,7 +158,6 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     lead = candidates[:head]
     for rank, corpus_id in enumerate(lead, start=1):
         totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
-    checked_follow(follow, page)
     if follow and ranked:
         return _with_followers(totals, list(ranked[0][:follow]), page)
     return totals
@@ -169,9 +169,8 @@ def _with_followers(totals: dict[str, float], followers: list[str], page: int) -
     Every score after the page ends strictly below the page's last and the moved rows strictly decrease,
     so the order holds under any tie rule (the metrics rank ties pessimistically, the closed set by
     candidate order): where the next row ties the page's last, the rows after the page are all lowered
-    by the same tiny amount, which keeps their own order and ties.
+    by the same tiny amount, which keeps their own order and ties. fusion_scores has checked page.
     """
-    checked_follow(len(followers), page)
     order = sorted(totals, key=lambda corpus_id: -totals[corpus_id])  # stable: insertion order on ties
     first_page = order[:page]
     moved = [corpus_id for corpus_id in dict.fromkeys(followers) if corpus_id in totals and corpus_id not in first_page]

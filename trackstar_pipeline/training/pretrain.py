@@ -136,11 +136,11 @@ test suite beside it, 0.72 on generated world 2 (256 wide) with two other jobs o
 a machine with at most one busy neighbour; a busier one still overruns the plan."""
 
 
-def bfloat16_instead(plan: TrainingPlan, settings: TrainingSettings, dtype: torch.dtype | None) -> bool:
+def bfloat16_instead(plan: TrainingPlan, settings: TrainingSettings) -> bool:
     """Whether to plan again in bfloat16 (training.bfloat16_over_time): a float32 plan at a measured speed
     that overruns max_time_s even at its floor, on a CPU where bfloat16 measures faster."""
-    return (settings.bfloat16_over_time and dtype is None and settings.precision == "float32"
-            and plan.speed_measured and plan.over_time_limit and has_fast_bfloat16(torch.device("cpu")))
+    return (settings.bfloat16_over_time and settings.precision == "float32" and plan.speed_measured
+            and plan.over_time_limit and has_fast_bfloat16(torch.device("cpu")))
 
 
 def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
@@ -276,7 +276,7 @@ def pretrain(
             progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
             speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
         plan = plan_training(sum(lengths), settings, speed)
-        if bfloat16_instead(plan, settings, dtype):
+        if bfloat16_instead(plan, settings):
             progress("float32 overruns training.max_time_s even at the narrowest width; measuring bfloat16 "
                      "(training.bfloat16_over_time)")
             bfloat16_plan = plan_training(sum(lengths), settings, measured_tokens_per_s(
