@@ -89,10 +89,9 @@ def run_world(world: str, settings: PipelineSettings, work: Path, pretrain_only:
         fact_correct=recall.correct), work / "report", progress=lambda line: print(f"  {line}", flush=True))
     save_rankings(evaluated, work / "rankings.json")
     summary = dict(evaluated.summary)
-    open_set = evaluated.rankings["open_set"]
-    margin = paired_tailpatch_difference(open_set["trackstar+bm25"], open_set["trackstar"], evaluated.effects, 10)
+    margin = summary.get("paired_tailpatch", {}).get("open_set", {}).get("trackstar+bm25", {}).get("tailpatch@10")
     summary["benchmark"] = {"world": world, "training_seed": settings.training.seed,
-                            "fusion_tailpatch_margin": margin_record(margin),
+                            "fusion_tailpatch_margin": margin,
                             "fact_recall_all_queries": recall.accuracy,
                             "by_mentions": {b: t.accuracy for b, t in recall.by_bucket.items()},
                             "pretrain_seconds": round(pretrain_seconds, 1), "pretrain_steps": result.steps,
@@ -126,13 +125,6 @@ def fusion_tailpatch_margin(saved: dict[str, Any], k: int = 10) -> PairedDiffere
     fused, trackstar = (({q: as_ranking(ids) for q, ids in saved["open_set"][method].items()})
                         for method in ("trackstar+bm25", "trackstar"))
     return paired_tailpatch_difference(fused, trackstar, measured_effects(saved), k)
-
-
-def margin_record(margin: PairedDifference) -> dict[str, Any]:
-    """A paired difference as summary.json keeps it (JSON has no NaN: too few queries is null)."""
-    finite = margin.mean == margin.mean
-    return {"mean": margin.mean if finite else None, "half_width": margin.half_width if finite else None,
-            "queries": margin.queries}
 
 
 def world_table(summary: dict[str, Any]) -> str:

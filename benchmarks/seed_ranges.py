@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quality import describe, fusion_tailpatch_margin, margin_record, seed_ranges_table  # benchmarks/ is on sys.path as a script
+from quality import describe, fusion_tailpatch_margin, seed_ranges_table  # benchmarks/ is on sys.path as a script
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -29,8 +29,8 @@ def load_run(folder: Path) -> dict[str, Any]:
     if "training_seed" not in bench and state.exists():
         bench["training_seed"] = json.loads(state.read_text()).get("seed")
     if "fusion_tailpatch_margin" not in bench and (folder / "rankings.json").exists():
-        bench["fusion_tailpatch_margin"] = margin_record(fusion_tailpatch_margin(json.loads(
-            (folder / "rankings.json").read_text())))
+        bench["fusion_tailpatch_margin"] = fusion_tailpatch_margin(json.loads(
+            (folder / "rankings.json").read_text())).as_record()
     return summary
 
 

@@ -12,7 +12,8 @@ from tests.evaluation.test_report import small_world
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
 from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
-from trackstar_pipeline.evaluation.tailpatch import TailPatchSetup
+from trackstar_pipeline.evaluation.report import headline_table
+from trackstar_pipeline.evaluation.tailpatch import TailPatchSetup, paired_tailpatch_difference
 from trackstar_pipeline.settings import load_settings
 
 METHODS = {"trackstar", "trackstar_no_optimizer", "trackstar_r_train_only", "trackstar_no_curvature",
@@ -81,6 +82,21 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
         assert [corpus_id for corpus_id, _ in fused[q][3:3 + len(left_out)]] == left_out, q
         followed += len(left_out)
     assert followed > 0
+    # every other method's tail-patch against trackstar's, paired, as the engine computes it from these rankings
+    for setting in ("open_set", "closed_set"):
+        paired = summary["paired_tailpatch"][setting]
+        assert set(paired) == METHODS - {"trackstar"}
+        for method, per_k in paired.items():
+            for k in (1, 3, 10):
+                direct = paired_tailpatch_difference(result.rankings[setting][method], result.rankings[setting]["trackstar"],
+                                                     result.effects, k)
+                assert per_k[f"tailpatch@{k}"]["queries"] == direct.queries == 3, (setting, method, k)
+                assert per_k[f"tailpatch@{k}"]["mean"] == pytest.approx(direct.mean), (setting, method, k)
+    fused_at_10 = summary["paired_tailpatch"]["open_set"]["trackstar+bm25"]["tailpatch@10"]
+    assert "| trackstar+bm25 | " in result.files["markdown"].read_text().split("tail-patch against trackstar (paired)")[1]
+    assert f"{fused_at_10['mean']:+.1e} ± {fused_at_10['half_width']:.1e}" in result.files["markdown"].read_text()
+    assert f"{fused_at_10['mean']:+.1e} ± {fused_at_10['half_width']:.1e}" in headline_table(summary).split(
+        "Tail-patch against trackstar, paired")[1].split("Queries the model gets right")[0]
     # the model is left exactly as it was
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
     assert "tail-patch" in result.files["markdown"].read_text()

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
-from trackstar_pipeline.evaluation.report import explorer_html, headline_table
+from trackstar_pipeline.evaluation.report import explorer_html, headline_table, paired_table
 from trackstar_pipeline.evaluation.scorers import matrix_scorer
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect
 from trackstar_pipeline.settings import PipelineSettings, load_settings
@@ -123,6 +123,21 @@ def test_report_files_and_markdown(result):
     assert table.startswith("Fact recall: 0.600 (3 of 5 evaluated queries")
     assert table.count("| method | mrr | recall@10 |") == 2
     assert markdown.splitlines()[2].startswith("Fact recall: 0.600")
+    assert "paired_tailpatch" not in result.summary  # no tail-patch here, so no paired differences
+    assert "_no paired tail-patch (no tail-patch, or no trackstar ranking)_" in markdown
+
+
+def test_paired_table_marks_differences_within_noise():
+    summary = {"methods": ["trackstar", "bm25", "trackstar+bm25"], "paired_tailpatch": {"open_set": {
+        "bm25": {"tailpatch@10": {"mean": -0.0123, "half_width": 0.004, "queries": 80},
+                 "tailpatch@1": {"mean": None, "half_width": None, "queries": 1}},
+        "trackstar+bm25": {"tailpatch@10": {"mean": 0.0014, "half_width": 0.0025, "queries": 80},
+                           "tailpatch@1": {"mean": 0.002, "half_width": 0.002, "queries": 80}}}}}
+    lines = paired_table(summary).splitlines()
+    assert lines[0] == "| method | tailpatch@1 − trackstar's | tailpatch@10 − trackstar's |"
+    assert lines[2] == "| bm25 | – | -1.2e-02 ± 4.0e-03 |"  # outside noise: no mark
+    assert lines[3] == "| trackstar+bm25 | +2.0e-03 ± 2.0e-03 ≈ | +1.4e-03 ± 2.5e-03 ≈ |"
+    assert "Tail-patch against trackstar, paired" not in headline_table({"methods": [], "n_queries": 0})
 
 
 def test_explorer_is_self_contained(result):

@@ -138,6 +138,24 @@ def test_paired_difference_is_the_mean_of_per_query_differences_with_its_interva
     assert clear.mean == pytest.approx((0.2 + 0.6 + 0.2) / 3) and not clear.within_noise
     assert paired_tailpatch_difference({"q1": ours["q1"]}, theirs, effects, 1).queries == 1  # too few: nan
     assert math.isnan(paired_tailpatch_difference({"q1": ours["q1"]}, theirs, effects, 1).mean)
+    assert paired_tailpatch_difference({"q1": ours["q1"]}, theirs, effects, 1).as_record() == {
+        "mean": None, "half_width": None, "queries": 1}  # JSON has no NaN
+
+
+def test_paired_against_compares_every_other_method_with_the_baseline():
+    from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect as E, paired_against
+
+    effects = {(c, q): E(v, 0.0) for (c, q), v in {("a", "q1"): 0.4, ("b", "q1"): 0.2, ("c", "q1"): 0.1,
+                                                   ("a", "q2"): 0.1, ("b", "q2"): 0.3, ("c", "q2"): 0.0}.items()}
+    rankings = {"trackstar": {"q1": [("a", 1.0), ("c", 0.5)], "q2": [("a", 1.0), ("c", 0.5)]},
+                "bm25": {"q1": [("b", 1.0), ("a", 0.5)], "q2": [("b", 1.0), ("a", 0.5)]}}
+    paired = paired_against(rankings, effects, (1, 2))
+    assert set(paired) == {"bm25"}
+    assert paired["bm25"]["tailpatch@1"]["mean"] == pytest.approx(((0.2 - 0.4) + (0.3 - 0.1)) / 2)
+    at_2 = [((0.2 + 0.4) / 2 - (0.4 + 0.1) / 2), ((0.3 + 0.1) / 2 - (0.1 + 0.0) / 2)]
+    assert paired["bm25"]["tailpatch@2"]["mean"] == pytest.approx(sum(at_2) / 2)
+    assert paired["bm25"]["tailpatch@2"]["queries"] == 2
+    assert paired_against({"bm25": rankings["bm25"]}, effects, (1,)) == {}  # no baseline, nothing to pair with
 
 
 def test_load_setup_reads_pretrain_outputs(tmp_path):

@@ -70,6 +70,7 @@ from trackstar_pipeline.evaluation.stream import RandomMethod, ShardMethod, Vect
 from trackstar_pipeline.evaluation.tailpatch import (
     TailPatchEffect,
     TailPatchSetup,
+    paired_against,
     proponent_targets,
     tailpatch_effects,
     tailpatch_metrics,
@@ -383,4 +384,7 @@ def _summary(inputs: EvaluationInputs, n_corpus: int, sample: pl.DataFrame, grou
         if correctness is not None:
             splits[setting]["by_correct"] = _split_metrics(per_method, ground_truth, correctness, effects, ks)
     summary["splits"] = splits
+    if effects:
+        summary["paired_tailpatch"] = {setting: paired_against(per_method, effects, ks)
+                                       for setting, per_method in rankings.items()}
     return summary

@@ -57,6 +57,30 @@ def metrics_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
     return "\n".join(lines)
 
 
+PAIRED_LEGEND = ("Each method's tail-patch@k minus trackstar's over the same queries, with its 95% interval. "
+                 "≈: the interval holds 0, so these queries do not settle which of the two moves the model more.")
+
+
+def _paired_cell(record: Mapping[str, Any] | None) -> str:
+    if not record or record.get("mean") is None:
+        return "–"
+    mean, half_width = record["mean"], record["half_width"]
+    return f"{mean:+.1e} ± {half_width:.1e}" + (" ≈" if not abs(mean) > half_width else "")
+
+
+def paired_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
+    """Markdown table of each method's paired tail-patch difference from trackstar (tailpatch.paired_against)."""
+    table = (summary.get("paired_tailpatch") or {}).get(setting) or {}
+    if not table:
+        return "_no paired tail-patch (no tail-patch, or no trackstar ranking)_"
+    columns = sorted({key for per_method in table.values() for key in per_method}, key=lambda key: int(key.split("@")[1]))
+    lines = ["| method | " + " | ".join(f"{c} − trackstar's" for c in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for method in summary.get("methods", table):
+        if method in table:
+            lines.append(f"| {method} | " + " | ".join(_paired_cell(table[method].get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
 def recall_header(summary: Mapping[str, Any]) -> str:
     """Fact recall first, then the low-recall warning when it applies (recall_summary.py says why)."""
     warning = recall_warning(summary.get("fact_recall"))
@@ -73,7 +97,9 @@ def headline_table(summary: Mapping[str, Any]) -> str:
     """What `trackstar run` prints last: fact recall (and warning), open-set metrics for all queries and correct ones."""
     head = (f"{summary.get('n_queries')} queries, {summary.get('n_corpus')} corpus rows; "
             "tail-patch = mean change in p(completion) after one step")
-    return "\n\n".join([recall_header(summary), head, "All queries:", metrics_table(summary, "open_set"),
+    paired = (["Tail-patch against trackstar, paired (≈: within noise):", paired_table(summary, "open_set")]
+              if (summary.get("paired_tailpatch") or {}).get("open_set") else [])
+    return "\n\n".join([recall_header(summary), head, "All queries:", metrics_table(summary, "open_set"), *paired,
                          "Queries the model gets right:", correct_only_table(summary)])
 
 
@@ -310,6 +336,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
         "tail-patch@k is the mean change in p(completion | prompt) after one optimizer step at the final "
         "learning rate on each of a query's top-k proponents separately.",
         "## Open set (whole corpus)", metrics_table(summary, "open_set"),
+        "## Open set, tail-patch against trackstar (paired)", PAIRED_LEGEND, paired_table(summary, "open_set"),
         "## Open set, queries the model gets right", correct_only_table(summary),
         "## Closed set (ground truth + BM25 top + same completion + random)", metrics_table(summary, "closed_set"),
         f"![metrics by method]({FILES['metrics_plot']})",

@@ -306,6 +306,12 @@ class PairedDifference:
         """The sign of the difference is not settled by these queries (the interval holds 0)."""
         return not abs(self.mean) > self.half_width
 
+    def as_record(self) -> dict[str, float | int | None]:
+        """As evaluation.json keeps it: JSON has no NaN, so too few queries give nulls."""
+        finite = math.isfinite(self.mean)
+        return {"mean": self.mean if finite else None, "half_width": self.half_width if finite else None,
+                "queries": self.queries}
+
 
 def paired_tailpatch_difference(rankings: Mapping[str, Sequence[tuple[str, float]]],
                                 baseline: Mapping[str, Sequence[tuple[str, float]]],
@@ -328,3 +334,20 @@ def paired_tailpatch_difference(rankings: Mapping[str, Sequence[tuple[str, float
     mean = sum(differences) / len(differences)
     variance = sum((difference - mean) ** 2 for difference in differences) / (len(differences) - 1)
     return PairedDifference(mean, 1.96 * math.sqrt(variance / len(differences)), len(differences))
+
+
+def paired_against(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
+                   effects: Mapping[tuple[str, str], TailPatchEffect], ks: Sequence[int],
+                   baseline: str = "trackstar") -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Every other method's tail-patch@k minus the baseline's, paired per query (paired_tailpatch_difference),
+    as records: method -> 'tailpatch@k' -> {mean, half_width, queries}. Empty without the baseline.
+
+    The report shows these beside the plain means because methods' tail-patch figures differ by less
+    than one query set's noise more often than not, and a reader should not rank them on that.
+    """
+    if baseline not in rankings_by_method:
+        return {}
+    reference = rankings_by_method[baseline]
+    return {method: {f"tailpatch@{k}": paired_tailpatch_difference(rankings, reference, effects, k).as_record()
+                     for k in ks}
+            for method, rankings in rankings_by_method.items() if method != baseline}
