@@ -3,6 +3,7 @@
     python benchmarks/quality.py --world 1                      # generated world 1 only
     python benchmarks/quality.py --world 1 --world 2 --world 3 --world wikidata
     python benchmarks/quality.py --world 1 --set training.epochs=15 --set attribution.lambda_mix=0.99
+    python benchmarks/quality.py --world path/to/my_world   # corpus.jsonl + queries.jsonl (README schema)
 
 Each world runs the engine end to end, as `trackstar run` does, without the Dagster layer: the
 world (data/world_generator.py, or the Wikidata world from data.wikidata_path), adaptive pretraining
@@ -56,9 +57,29 @@ CURVATURE_SWEEP = {"evaluation.lambda_sweep": [0.5, 0.9, "auto"], "evaluation.da
 """--sweep: the curvature and projection recipes compared for the defaults (docs/quality_results.md)."""
 
 
+def world_files(world: str) -> tuple[str, str] | None:
+    """A world given as a folder holding corpus.jsonl|parquet and queries.jsonl|parquet (the README's schema):
+    a user's own fact world, or one written by another generator; None for a named or generated world."""
+    if world in ("wikidata", "embedded") or world.isdigit():
+        return None
+    folder = Path(world)
+    if not folder.is_dir():
+        raise SystemExit(f"--world {world}: not a generated world seed, 'wikidata', 'embedded' or a folder")
+    found = []
+    for name in ("corpus", "queries"):
+        files = [folder / f"{name}.{suffix}" for suffix in ("jsonl", "parquet") if (folder / f"{name}.{suffix}").is_file()]
+        if not files:
+            raise SystemExit(f"--world {world}: no {name}.jsonl or {name}.parquet in the folder")
+        found.append(str(files[0]))
+    return found[0], found[1]
+
+
 def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries: int, wikidata: Path) -> PipelineSettings:
-    """The benchmark's settings for one world: its data source."""
-    if world == "wikidata":
+    """The benchmark's settings for one world: its data source (a folder's files are used whole: no n_corpus)."""
+    files = world_files(world)
+    if files is not None:
+        data = replace(base.data, corpus_uri=files[0], queries_uri=files[1], n_queries=n_queries)
+    elif world == "wikidata":
         data = replace(base.data, world="wikidata", wikidata_path=str(wikidata), n_corpus=n_corpus, n_queries=n_queries)
     elif world == "embedded":
         data = replace(base.data, world="embedded", n_corpus=n_corpus, n_queries=n_queries)
@@ -220,13 +241,15 @@ def seed_ranges_table(summaries: list[dict[str, Any]]) -> str:
 def describe(world: str) -> str:
     if world in ("wikidata", "embedded"):
         return f"{world} world"
+    if not world.isdigit():
+        return f"world from the files in {world}"
     return "generated world, " + draw_world_spec(int(world)).describe()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", action="append", help="generated world seed, 'wikidata' or 'embedded' (repeatable; "
-                        "default 1, 2, 3 and wikidata)")
+    parser.add_argument("--world", action="append", help="generated world seed, 'wikidata', 'embedded' or a folder "
+                        "with corpus.jsonl and queries.jsonl (repeatable; default 1, 2, 3 and wikidata)")
     parser.add_argument("--n-corpus", type=int, default=8000)
     parser.add_argument("--n-queries", type=int, default=500)
     parser.add_argument("--wikidata-path", type=Path, default=WIKIDATA_DEFAULT)
@@ -255,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world or ["1", "2", "3", "wikidata"]:
             print(f"== {describe(world)}{'' if seed is None else f', training seed {seed}'}; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
-            work = root / f"world-{world}"
+            work = root / f"world-{Path(world).name if world_files(world) else world}"
             summary = run_world(world, world_settings(world, seeded, args.n_corpus, args.n_queries, args.wikidata_path),
                                 work, args.pretrain_only)
             if summary is None:

@@ -340,7 +340,8 @@ def paired_against(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[
                    effects: Mapping[tuple[str, str], TailPatchEffect], ks: Sequence[int],
                    baseline: str = "trackstar") -> dict[str, dict[str, dict[str, float | int | None]]]:
     """Every other method's tail-patch@k minus the baseline's, paired per query (paired_tailpatch_difference),
-    as records: method -> 'tailpatch@k' -> {mean, half_width, queries}. Empty without the baseline.
+    as records: method -> 'tailpatch@k' -> {mean, half_width, queries}. Empty without the baseline; a
+    method ranking exactly as the baseline does (the d sweep's entry at the main d) is left out.
 
     The report shows these beside the plain means because methods' tail-patch figures differ by less
     than one query set's noise more often than not, and a reader should not rank them on that.
@@ -350,4 +351,4 @@ def paired_against(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[
     reference = rankings_by_method[baseline]
     return {method: {f"tailpatch@{k}": paired_tailpatch_difference(rankings, reference, effects, k).as_record()
                      for k in ks}
-            for method, rankings in rankings_by_method.items() if method != baseline}
+            for method, rankings in rankings_by_method.items() if method != baseline and rankings != reference}
