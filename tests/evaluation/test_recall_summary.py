@@ -54,3 +54,11 @@ def test_without_a_model_recall_is_unknown_and_no_correct_table() -> None:
     assert recall_line(summary).startswith("Fact recall: unknown")
     assert correct_only_summary(summary) is None
     assert "no query the model gets right" in headline_table(summary)
+
+
+def test_the_recall_line_counts_the_evaluated_queries_and_adds_all_queries_when_a_sample_was_evaluated() -> None:
+    summary = _summary(0.475, correct=95, incorrect=105)
+    assert recall_line(summary) == "Fact recall: 0.475 (95 of 200 evaluated queries completed greedily by the model)."
+    summary.update(n_queries_total=500, fact_recall_all_queries=0.512)
+    assert recall_line(summary) == ("Fact recall: 0.475 (95 of 200 evaluated queries completed greedily by the model; "
+                                    "0.512 of all 500 queries).")

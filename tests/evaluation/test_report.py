@@ -63,7 +63,7 @@ def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     inputs = EvaluationInputs(corpus, queries, truth, SETTINGS, methods={"trackstar": oracle},
                               fact_correct={"q0": True, "q1": False, "q2": True, "q3": True, "q4": False},
-                              model_info={"name": "none"}, table_version=7)
+                              fact_recall=0.9, model_info={"name": "none"}, table_version=7)
     return evaluate(inputs, out, progress=lambda message: None)
 
 
@@ -89,7 +89,8 @@ def test_evaluation_json_has_the_promised_shape(result):
     # lambda 'auto' with no R built here (trackstar is a given scorer): the setting is reported, no number invented
     assert summary["settings"]["lambda_setting"] == SETTINGS.attribution.lambda_mix == "auto"
     assert summary["settings"]["lambda"] is None
-    assert summary["fact_recall"] == pytest.approx(3 / 5)
+    # fact_recall is over the evaluated queries, as every metric is; the recall given (all queries) is kept beside it
+    assert summary["fact_recall"] == pytest.approx(3 / 5) and summary["fact_recall_all_queries"] == 0.9
     assert set(summary["open_set"]) == {"trackstar", "bm25", "random", "trackstar+bm25"}
     trackstar = summary["open_set"]["trackstar"]
     assert trackstar["mrr"] == 1.0 and trackstar["recall@10"] == 1.0

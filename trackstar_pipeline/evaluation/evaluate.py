@@ -106,6 +106,9 @@ class EvaluationInputs:
     tailpatch: TailPatchSetup | None = None
     fact_correct: Mapping[str, bool] | None = None
     fact_recall: float | None = None
+    """The model's recall over all the queries, not only the evaluated sample: evaluation.json keeps it as
+    fact_recall_all_queries. Its fact_recall is over the evaluated queries (from fact_correct), the ones every
+    metric is over; without fact_correct it falls back to this."""
     methods: Mapping[str, MethodScorer] | None = None
     """Scorers that override or add to the built ones (their query ids must cover the evaluated queries)."""
     model_info: Mapping[str, Any] | None = None
@@ -341,9 +344,10 @@ def _summary(inputs: EvaluationInputs, n_corpus: int, sample: pl.DataFrame, grou
     ks = tuple(settings.evaluation.tailpatch_k)
     query_ids = sample["id"].to_list()
     attribution = settings.attribution
-    if fact_recall is None and fact_correct:
+    recall_all_queries = fact_recall
+    if fact_correct:
         values = [bool(fact_correct[q]) for q in query_ids if q in fact_correct]
-        fact_recall = sum(values) / len(values) if values else None
+        fact_recall = sum(values) / len(values) if values else fact_recall
     info: dict[str, Any] = dict(inputs.model_info or {})
     if model is not None:
         info.setdefault("architecture", type(model).__name__)
@@ -364,6 +368,7 @@ def _summary(inputs: EvaluationInputs, n_corpus: int, sample: pl.DataFrame, grou
                          "queries": min(len(query_ids), settings.evaluation.tailpatch_queries)},
                      "evaluation": settings_to_dict(settings.evaluation)},
         "fact_recall": fact_recall,
+        "fact_recall_all_queries": recall_all_queries,
         "table_version": int(table_version) if table_version is not None else TABLE_VERSION_UNKNOWN,
         "methods": [name for name in METHOD_ORDER if name in rankings["open_set"]]
                    + sorted(name for name in rankings["open_set"] if name not in METHOD_ORDER),

@@ -22,9 +22,12 @@ def recall_line(summary: Mapping[str, Any]) -> str:
     if recall is None:
         return "Fact recall: unknown (no model to ask); metrics cover every query."
     correct = correct_query_count(summary)
-    counted = f" ({correct} of {summary.get('n_queries')} evaluated queries completed greedily by the model)" \
+    counted = f" ({correct} of {summary.get('n_queries')} evaluated queries completed greedily by the model" \
         if correct is not None else ""
-    return f"Fact recall: {recall:.3f}{counted}."
+    everything, total = summary.get("fact_recall_all_queries"), summary.get("n_queries_total")
+    if counted and everything is not None and total and total != summary.get("n_queries"):
+        counted += f"; {everything:.3f} of all {total} queries"
+    return f"Fact recall: {recall:.3f}{counted + ')' if counted else ''}."
 
 
 def recall_warning(fact_recall: float | None) -> str | None:
