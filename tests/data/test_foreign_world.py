@@ -1,0 +1,34 @@
+"""benchmarks/foreign_world.py writes a world the pipeline's own loaders accept, with the promised shape."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from trackstar_pipeline.data.records import ground_truth, load_corpus, load_queries
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "foreign_world.py"
+
+
+def _write(out: Path, seed: int, rows: int = 1500, queries: int = 60) -> tuple[bytes, bytes]:
+    subprocess.run([sys.executable, str(SCRIPT), str(out), "--seed", str(seed), "--rows", str(rows),
+                    "--queries", str(queries)], check=True, capture_output=True)
+    return (out / "corpus.jsonl").read_bytes(), (out / "queries.jsonl").read_bytes()
+
+
+def test_the_foreign_world_loads_and_every_query_has_a_stating_row(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a", seed=3)
+    corpus = load_corpus(str(tmp_path / "a" / "corpus.jsonl")).frame  # the README schema's validation
+    queries = load_queries(str(tmp_path / "a" / "queries.jsonl")).frame
+    assert corpus.height == 1500 and queries.height == 60
+    truth = ground_truth(corpus, queries)
+    assert all(truth[query_id] for query_id in queries["id"].to_list())  # every queried fact is stated
+    mentions = Counter(tuple(fact) for facts in corpus["facts"].to_list() for fact in facts)
+    assert max(mentions.values()) <= 16 and sum(count == 1 for count in mentions.values()) > len(mentions) / 3
+    assert len({fact[1] for fact in mentions}) == 6
+    for prompt, completion, fact in zip(queries["prompt"], queries["completion"], queries["fact"].to_list()):
+        assert prompt.startswith("Records show that " + fact[0]) and completion == " " + fact[2]
+    assert _write(tmp_path / "b", seed=3) == first  # the seed decides the world
+    assert _write(tmp_path / "c", seed=4) != first
