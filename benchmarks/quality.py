@@ -75,7 +75,8 @@ def world_files(world: str) -> tuple[str, str] | None:
 
 
 def world_settings(world: str, base: PipelineSettings, n_corpus: int, n_queries: int, wikidata: Path) -> PipelineSettings:
-    """The benchmark's settings for one world: its data source (a folder's files are used whole: no n_corpus)."""
+    """The benchmark's settings for one world: its data source (a folder's files are used whole: neither
+    n_corpus nor n_queries applies to them)."""
     files = world_files(world)
     if files is not None:
         data = replace(base.data, corpus_uri=files[0], queries_uri=files[1], n_queries=n_queries)
@@ -107,10 +108,12 @@ def run_world(world: str, settings: PipelineSettings, work: Path, pretrain_only:
         corpus, queries, ground_truth(corpus, queries), settings, model=model, tokenizer=tokenizer,
         second_moments=load_second_moments(result.optimizer_state_path, model),
         tailpatch=load_tailpatch_setup(result.model_dir, result.optimizer_state_path),
-        fact_correct=recall.correct), work / "report", progress=lambda line: print(f"  {line}", flush=True))
+        fact_correct=recall.correct, fact_recall=recall.accuracy), work / "report",
+        progress=lambda line: print(f"  {line}", flush=True))
     save_rankings(evaluated, work / "rankings.json")
     summary = dict(evaluated.summary)
-    margin = summary.get("paired_tailpatch", {}).get("open_set", {}).get("trackstar+bm25", {}).get("tailpatch@10")
+    margin = (summary.get("paired_tailpatch", {}).get("open_set", {}).get("trackstar+bm25", {}).get("tailpatch@10")
+              or {"mean": None, "half_width": None, "queries": 0})  # not measured, or the same ranking as trackstar
     summary["benchmark"] = {"world": world, "training_seed": settings.training.seed,
                             "fusion_tailpatch_margin": margin,
                             "fact_recall_all_queries": recall.accuracy,
@@ -215,7 +218,7 @@ RANGED = (("fact recall (evaluated queries)", lambda s: s["fact_recall"]),
           *((f"{method} {column}", lambda s, m=method, c=column: s["open_set"].get(m, {}).get(c))
             for method in ("trackstar", "bm25", "random", "trackstar+bm25") for column in ("mrr", "tailpatch@10")),
           ("trackstar+bm25 minus trackstar tail-patch@10 (paired)",
-           lambda s: s.get("benchmark", {}).get("fusion_tailpatch_margin", {}).get("mean")))
+           lambda s: (s.get("benchmark", {}).get("fusion_tailpatch_margin") or {}).get("mean")))
 """The figures seed_ranges_table spreads over seeds: recall and the figures issue 11's targets compare."""
 
 
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world or ["1", "2", "3", "wikidata"]:
             print(f"== {describe(world)}{'' if seed is None else f', training seed {seed}'}; "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
-            work = root / f"world-{Path(world).name if world_files(world) else world}"
+            work = root / f"world-{Path(world).resolve().name if world_files(world) else world}"
             summary = run_world(world, world_settings(world, seeded, args.n_corpus, args.n_queries, args.wikidata_path),
                                 work, args.pretrain_only)
             if summary is None:

@@ -125,7 +125,7 @@ def test_report_files_and_markdown(result):
     assert table.count("| method | mrr | recall@10 |") == 2
     assert markdown.splitlines()[2].startswith("Fact recall: 0.600")
     assert "paired_tailpatch" not in result.summary  # no tail-patch here, so no paired differences
-    assert "_no paired tail-patch (no tail-patch, or no trackstar ranking)_" in markdown
+    assert "_no paired tail-patch (no tail-patch, no trackstar ranking, or every method ranks as trackstar)_" in markdown
 
 
 def test_paired_table_marks_differences_within_noise():

@@ -149,7 +149,8 @@ def test_paired_against_compares_every_other_method_with_the_baseline():
                                                    ("a", "q2"): 0.1, ("b", "q2"): 0.3, ("c", "q2"): 0.0}.items()}
     rankings = {"trackstar": {"q1": [("a", 1.0), ("c", 0.5)], "q2": [("a", 1.0), ("c", 0.5)]},
                 "bm25": {"q1": [("b", 1.0), ("a", 0.5)], "q2": [("b", 1.0), ("a", 0.5)]}}
-    rankings["trackstar_d2"] = {q: list(ranking) for q, ranking in rankings["trackstar"].items()}  # same ranking
+    rankings["trackstar_d2"] = {q: [(c, score / 2) for c, score in ranking]  # same order, other scores
+                                for q, ranking in rankings["trackstar"].items()}
     paired = paired_against(rankings, effects, (1, 2))
     assert set(paired) == {"bm25"}  # the baseline itself and a method ranking exactly as it does are left out
     assert paired["bm25"]["tailpatch@1"]["mean"] == pytest.approx(((0.2 - 0.4) + (0.3 - 0.1)) / 2)

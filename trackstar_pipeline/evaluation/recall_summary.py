@@ -17,7 +17,8 @@ CORRECT = "correct"
 
 
 def recall_line(summary: Mapping[str, Any]) -> str:
-    """'Fact recall: 0.620 (124 of 200 evaluated queries completed greedily by the model)', or why unknown."""
+    """'Fact recall: 0.620 (124 of 200 evaluated queries completed greedily by the model; 0.604 of all 500
+    queries)', the second part when a sample of the queries was evaluated; or why recall is unknown."""
     recall = summary.get("fact_recall")
     if recall is None:
         return "Fact recall: unknown (no model to ask); metrics cover every query."

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from trackstar_pipeline.evaluation.metrics import bucket_sort_key
 from trackstar_pipeline.evaluation.recall_summary import correct_only_summary, recall_line, recall_warning
 from trackstar_pipeline.evaluation.result import EvaluationResult
+from trackstar_pipeline.evaluation.tailpatch import PairedDifference
 
 EXPLORER_TOP = 10
 """Proponents per query and method shown in the explorer."""
@@ -58,21 +59,22 @@ def metrics_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
 
 
 PAIRED_LEGEND = ("Each method's tail-patch@k minus trackstar's over the same queries, with its 95% interval. "
-                 "≈: the interval holds 0, so these queries do not settle which of the two moves the model more.")
+                 "≈: the interval holds 0, so these queries do not settle which of the two moves the model more; "
+                 "–: fewer than two queries to pair. Methods that rank exactly as trackstar are left out.")
 
 
 def _paired_cell(record: Mapping[str, Any] | None) -> str:
     if not record or record.get("mean") is None:
         return "–"
-    mean, half_width = record["mean"], record["half_width"]
-    return f"{mean:+.1e} ± {half_width:.1e}" + (" ≈" if not abs(mean) > half_width else "")
+    difference = PairedDifference(**record)
+    return f"{difference.mean:+.1e} ± {difference.half_width:.1e}" + (" ≈" if difference.within_noise else "")
 
 
 def paired_table(summary: Mapping[str, Any], setting: str = "open_set") -> str:
     """Markdown table of each method's paired tail-patch difference from trackstar (tailpatch.paired_against)."""
     table = (summary.get("paired_tailpatch") or {}).get(setting) or {}
     if not table:
-        return "_no paired tail-patch (no tail-patch, or no trackstar ranking)_"
+        return "_no paired tail-patch (no tail-patch, no trackstar ranking, or every method ranks as trackstar)_"
     columns = sorted({key for per_method in table.values() for key in per_method}, key=lambda key: int(key.split("@")[1]))
     lines = ["| method | " + " | ".join(f"{c} − trackstar's" for c in columns) + " |", "|---|" + "---:|" * len(columns)]
     for method in summary.get("methods", table):

@@ -351,4 +351,12 @@ def paired_against(rankings_by_method: Mapping[str, Mapping[str, Sequence[tuple[
     reference = rankings_by_method[baseline]
     return {method: {f"tailpatch@{k}": paired_tailpatch_difference(rankings, reference, effects, k).as_record()
                      for k in ks}
-            for method, rankings in rankings_by_method.items() if method != baseline and rankings != reference}
+            for method, rankings in rankings_by_method.items() if method != baseline and not _same_order(rankings, reference)}
+
+
+def _same_order(rankings: Mapping[str, Sequence[tuple[str, float]]],
+                reference: Mapping[str, Sequence[tuple[str, float]]]) -> bool:
+    """Every query's ranked ids equal (scores may differ): such a method pairs with the baseline at exactly 0."""
+    return rankings.keys() == reference.keys() and all(
+        [corpus_id for corpus_id, _ in rankings[query_id]] == [corpus_id for corpus_id, _ in reference[query_id]]
+        for query_id in rankings)
