@@ -28,7 +28,7 @@ def load_run(folder: Path) -> dict[str, Any]:
     state = folder / "pretrain" / "model" / "training_state.json"
     if "training_seed" not in bench and state.exists():
         bench["training_seed"] = json.loads(state.read_text()).get("seed")
-    if not (bench.get("fusion_tailpatch_margin") or {}).get("mean") and (folder / "rankings.json").exists():
+    if (bench.get("fusion_tailpatch_margin") or {}).get("mean") is None and (folder / "rankings.json").exists():
         bench["fusion_tailpatch_margin"] = fusion_tailpatch_margin(json.loads(
             (folder / "rankings.json").read_text())).as_record()
     return summary
