@@ -167,6 +167,17 @@ class TrainingSettings:
     probe_size: int = 256
     """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
+    """Corpus rows per optimizer step."""
+    packing: Literal["text", "eos", "off"] = "text"
+    """How a step's rows are laid out for the model, as LM pretraining packs documents. text: back to back in
+    sequences of up to max_length tokens (BOS, row row row, EOS); eos: the same with EOS after each row; off:
+    one row per sequence (BOS, row, EOS). Unpacked, every fact is read with its subject right after BOS, and
+    the model cannot recall it behind a query's lead-in ("Records show that ..."). Measured at 128 wide
+    (session 10, docs/quality_results.md), recall off / text / eos: foreign world A 0.560 / 0.736 / 0.634,
+    foreign world C 0.676 / 0.788 / 0.814, embedded 0.902 / 0.980, generated world 6 0.924 / 0.984. The cost
+    is on Wikidata, whose queries use a wording its facts are never stated in: 0.842, 0.770, 0.802 off against
+    0.710, 0.726, 0.696 text over three seeds (0.738 eos at seed 0), while recall in the corpus's own wording
+    is the same (0.89 / 0.87)."""
     seed: int = 0
     checkpoint_every: int = 200
     warmup_fraction: float = 0.05

@@ -40,5 +40,8 @@ def test_whole_graph_on_s3(s3_server, tiny, tmp_path, monkeypatch):
     proponents = layout.get_parquet(store, layout.PROPONENTS)
     query_id, prompt, completion = queries.select("id", "prompt", "completion").row(1)
     found = pipeline_run.query_table(settings, prompt=prompt, completion=completion, k=4)
-    expected = proponents.filter(proponents["query_id"] == query_id).sort("rank").head(4)["example_id"].to_list()
-    assert [hit["id"] for hit in found] == expected
+    expected = proponents.filter(proponents["query_id"] == query_id).sort("rank").head(10)
+    expected_scores = dict(zip(expected["example_id"].to_list(), expected["score"].to_list()))
+    # The same ranking up to near-ties: a query's gradient alone and in a batch differ in float rounding.
+    assert [hit["score"] for hit in found] == pytest.approx(expected["score"].head(4).to_list(), abs=1e-5)
+    assert all(hit["score"] == pytest.approx(expected_scores[hit["id"]], abs=1e-5) for hit in found)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.world import generate_fact_world
@@ -244,3 +245,47 @@ def test_float32_that_overruns_max_time_plans_again_in_bfloat16_and_a_resume_kee
         assert asked == [None], name
         assert json.loads(kept.training_state_path.read_text())["precision"] == "float32"
         assert "WARNING: over training.max_time_s" in kept.plan and "as float32 overran" not in kept.plan
+
+
+BOS, EOS = 1, 2
+PACK_ROWS = [[BOS, *range(10, 10 + n), EOS] for n in (3, 1, 4, 2, 7, 2)]  # BOS + text + EOS, as encode_texts writes
+
+
+def test_off_keeps_one_row_per_sequence() -> None:
+    from trackstar_pipeline.training.pretrain import packed_sequences
+
+    assert packed_sequences(PACK_ROWS, 10, "off") == PACK_ROWS
+
+
+@pytest.mark.parametrize("packing", ["text", "eos"])
+def test_packing_keeps_every_token_in_order_within_max_length(packing: str) -> None:
+    from trackstar_pipeline.training.pretrain import packed_sequences
+
+    sequences = packed_sequences(PACK_ROWS, 10, packing)
+    assert all(len(sequence) <= 10 and sequence[0] == BOS and sequence[-1] == EOS for sequence in sequences)
+    texts = [row[1:-1] for row in PACK_ROWS]
+    if packing == "text":  # BOS, rows back to back, EOS
+        assert [token for sequence in sequences for token in sequence[1:-1]] == [t for text in texts for t in text]
+        assert sequences[0] == [BOS, *texts[0], *texts[1], *texts[2], EOS]  # greedy: 1 + 3 + 1 + 4 + 1 = 10
+    else:  # BOS, then each row's text and EOS
+        assert [token for sequence in sequences for token in sequence[1:]] == [t for text in texts for t in text + [EOS]]
+        assert sequences[0] == [BOS, *texts[0], EOS, *texts[1], EOS]  # a third row would make 12
+    assert len(sequences) < len(PACK_ROWS)
+
+
+def test_a_packed_step_trains_on_the_packed_sequence() -> None:
+    from trackstar_pipeline.training.pretrain import packed_sequences, training_step
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=16))
+    sequences = packed_sequences(PACK_ROWS, 10, "text")
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.tensor([sequence + [0] * (width - len(sequence)) for sequence in sequences])  # (S, T)
+    labels = torch.tensor([sequence + [-100] * (width - len(sequence)) for sequence in sequences])  # (S, T)
+    attention = (labels != -100).long()  # (S, T)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=attention, labels=labels).loss.item()
+    settings = replace(TINY, max_length=10, packing="text", max_grad_norm=0.0)
+    loss = training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, settings)
+    assert loss == pytest.approx(expected, rel=1e-6)

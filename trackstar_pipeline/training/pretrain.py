@@ -1,7 +1,9 @@
 """Pretrain a small Llama-style LM on the corpus and keep the optimizer state TrackStar needs.
 
 The model is built from a LlamaConfig (no download), trained with Adafactor (factored second
-moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay.
+moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay. A step's rows
+are packed into sequences of up to max_length tokens (training.packing), as LM pretraining packs
+documents, so the model reads facts behind other text and not only right after BOS.
 Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
 (torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
 training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
@@ -25,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
 from transformers.optimization import Adafactor
 
 from trackstar_pipeline.attribution.precision import autocast, autocast_dtype, has_fast_bfloat16
-from trackstar_pipeline.data.tokenizer import train_bpe_tokenizer
+from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokenizer
 from trackstar_pipeline.training.adaptive import TrainingPlan, at_width, corpus_probe, plan_training, probe_due
 from trackstar_pipeline.training.recall import fact_recall
 from trackstar_pipeline.settings import TrainingSettings
@@ -105,6 +107,29 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_lengt
     return [([tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]
 
 
+def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> list[list[int]]:
+    """A step's rows (each BOS + text + EOS) laid out as the sequences the model trains on (training.packing).
+
+    Packed, rows follow each other greedily up to max_length tokens, so most facts are read behind other text,
+    as a query's lead-in puts them, instead of always right after BOS.
+    """
+    if packing == "off":
+        return rows
+    sequences: list[list[int]] = []
+    for row in rows:
+        body = row[1:] if packing == "eos" else row[1:-1]  # (T,) what follows a row already in the sequence
+        closing = 1 if packing == "text" else 0  # text: the sequence's EOS comes after its last row
+        if sequences and len(sequences[-1]) + len(body) + closing <= max_length:
+            sequences[-1].extend(body)
+        else:
+            if sequences and closing:
+                sequences[-1].append(row[-1])
+            sequences.append(list(row[:len(row) - closing]))
+    if sequences and packing == "text":
+        sequences[-1].append(rows[-1][-1])
+    return sequences
+
+
 def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
@@ -117,14 +142,14 @@ def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: list[list[int]], pad_id: int,
-                  dtype: torch.dtype | None, max_grad_norm: float) -> float:
+                  dtype: torch.dtype | None, settings: TrainingSettings) -> float:
     """One optimizer step on these rows (the loop and the speed measurement both take it); the loss."""
-    input_ids, attention, labels = _batch(rows, pad_id)
+    input_ids, attention, labels = _batch(packed_sequences(rows, settings.max_length, settings.packing), pad_id)
     with autocast(torch.device("cpu"), dtype):
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
     loss.backward()
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if settings.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
@@ -171,7 +196,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
                 fastest = math.inf
                 for number in range(warmup + timed):
                     start = time.perf_counter()
-                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings.max_grad_norm)
+                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings)
                     if number >= warmup:
                         fastest = min(fastest, time.perf_counter() - start)
             speeds[width] = SUSTAINED_FRACTION * tokens / max(fastest, 1e-9)
@@ -200,6 +225,7 @@ def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
     """Hash of the corpus and the training settings; a checkpoint from other inputs is not resumed."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
+    digest.update(TOKENIZER_RECIPE.encode())
     for example_id, text in zip(corpus["id"].to_list(), corpus["text"].to_list()):
         digest.update(f"{example_id}\t{text}\n".encode())
     return digest.hexdigest()
@@ -322,7 +348,7 @@ def pretrain(
             indices = batches[offset]
             learning_rate = optimizer.param_groups[0]["lr"]
             loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
-                                       settings.max_grad_norm)
+                                       settings)
             scheduler.step()
             step += 1
             window_examples += len(indices)
