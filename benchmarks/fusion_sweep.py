@@ -58,6 +58,13 @@ RULES: list[tuple[str, float, float, int, int, float, int]] = [
     ("bm25 head 1 of top 5 within 0.9 of its top + trackstar", 0.0, 60, 1, 5, 0.9, 0),
     ("bm25 head 1 + rrf k=60 w=0.5, bm25's top 5 follow the first 10 (session-8 default)", 0.5, 60, 1, 1, 0.0, 5),
     ("bm25 head 1 + rrf k=60 w=0.5, bm25's top 10 follow the first 10", 0.5, 60, 1, 1, 0.0, 10),
+    # session 10: models that know their facts (packed pretraining), where TrackStar's top 10 often holds BM25's head
+    ("bm25 head 1 + trackstar, follow 5", 0.0, 60, 1, 1, 0.0, 5),
+    ("bm25 head 1 + rrf k=60 w=0.25, follow 5", 0.25, 60, 1, 1, 0.0, 5),
+    ("bm25 head 1 of top 5 within 0.95 of its top + trackstar, follow 5", 0.0, 60, 1, 5, 0.95, 5),
+    ("bm25 head 1 of top 10 within 0.9 of its top + trackstar, follow 5", 0.0, 60, 1, 10, 0.9, 5),
+    ("bm25 head 1 of top 5 within 0.95 of its top + rrf k=60 w=0.25, follow 5", 0.25, 60, 1, 5, 0.95, 5),
+    ("bm25 head 1 of top 5 within 0.95 of its top + rrf k=60 w=0.5, follow 5", 0.5, 60, 1, 5, 0.95, 5),
 ]
 
 

@@ -168,16 +168,16 @@ class TrainingSettings:
     """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
     """Corpus rows per optimizer step."""
-    packing: Literal["text", "eos", "off"] = "text"
-    """How a step's rows are laid out for the model, as LM pretraining packs documents. text: back to back in
-    sequences of up to max_length tokens (BOS, row row row, EOS); eos: the same with EOS after each row; off:
-    one row per sequence (BOS, row, EOS). Unpacked, every fact is read with its subject right after BOS, and
-    the model cannot recall it behind a query's lead-in ("Records show that ..."). Measured at 128 wide
-    (session 10, docs/quality_results.md), recall off / text / eos: foreign world A 0.560 / 0.736 / 0.634,
-    foreign world C 0.676 / 0.788 / 0.814, embedded 0.902 / 0.980, generated world 6 0.924 / 0.984. The cost
-    is on Wikidata, whose queries use a wording its facts are never stated in: 0.842, 0.770, 0.802 off against
-    0.710, 0.726, 0.696 text over three seeds (0.738 eos at seed 0), while recall in the corpus's own wording
-    is the same (0.89 / 0.87)."""
+    packing: Literal["mixed", "text", "eos", "none"] = "mixed"
+    """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
+    back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;
+    eos: the same with EOS after each row; mixed: unpacked and text-packed steps in turn. Unpacked, every fact
+    is read with its subject right after BOS and the model recalls it poorly behind a query's lead-in
+    ("Records show that ..."); packed only, it learns more slowly and transfers less to a wording its facts are
+    never stated in. Measured at fixed 128-wide plans (session 10, docs/quality_results.md), recall of all 500
+    queries none / text / eos / mixed: foreign world A (16 epochs) 0.560 / 0.736 / 0.634 / 0.794, foreign D
+    (15 epochs) 0.554 / 0.590 / 0.684 / 0.866, Wikidata (20 epochs) 0.842 / 0.710 / 0.738 / 0.830, foreign B
+    (15k rows, 10 epochs) 0.572 / 0.484 / 0.424 / 0.516 (at 17 epochs none 0.600, text 0.774)."""
     seed: int = 0
     checkpoint_every: int = 200
     warmup_fraction: float = 0.05
@@ -186,10 +186,12 @@ class TrainingSettings:
     """Cosine decay ends at learning_rate * min_lr_ratio (the final learning rate is recorded)."""
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    num_threads: int = 1
-    """torch CPU threads while pretraining; 0 uses the idle cores (cores minus the load average, at least 1).
-    The default 1 keeps runs bit-identical (matmuls sum in another order with another count) and does
-    not crawl on a busy CPU, where oversubscribed threads are several times slower."""
+    num_threads: int = 0
+    """torch CPU threads while pretraining. 0: with a measured speed (nominal_tokens_per_s auto), one thread or
+    every core, whichever trains faster when the plan is made (two threads trained 1.7x as fast as one on an idle
+    2-core EPYC, so the time budget buys that many more epochs; a busy neighbour makes them slower and one
+    thread wins); with a nominal speed, the idle cores (cores minus the load average, at least 1). The plan
+    records the count and a resumed run keeps it: runs are bit-identical only at one thread count."""
     log_every: int = 20
     """Steps between progress lines (step, loss, examples/s, ETA)."""
     precision: Precision = "float32"

@@ -159,6 +159,46 @@ def test_thread_count_is_the_setting_or_the_idle_cores() -> None:
     assert 1 <= training_threads(replace(TINY, num_threads=0)) <= (os.cpu_count() or 1)
 
 
+def test_thread_count_auto_trains_on_the_faster_count_and_a_resume_keeps_it(
+        corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """num_threads 0: one thread and every core are timed; the plan records the faster, and a resume uses it
+    even where the other count would now measure faster."""
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: there is no other thread count to choose")
+    module = "trackstar_pipeline.training.pretrain"
+    cores = os.cpu_count()
+    timed: list[int] = []
+
+    def speeds(favoured: int):
+        def measure(*args, **kwargs):
+            timed.append(torch.get_num_threads())
+            fast = torch.get_num_threads() == favoured
+            return lambda width: 2e9 if fast else 1e9
+        return measure
+
+    settings = replace(TINY, num_threads=0)
+    monkeypatch.setattr(f"{module}.measured_tokens_per_s", speeds(favoured=cores))
+    lines: list[str] = []
+
+    def stop(line: str) -> None:
+        lines.append(line)
+        if line.startswith("step 20/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, settings, tmp_path, progress=stop)
+    assert sorted(timed) == [1, cores] and any(f"on {cores} threads" in line for line in lines)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["plan"]["threads"] == cores
+    monkeypatch.setattr(f"{module}.measured_tokens_per_s", speeds(favoured=1))  # one thread is faster now
+    monkeypatch.setattr(f"{module}.training_threads", lambda settings: 1)  # and the idle-core guess says one
+    lines.clear()
+    pretrain(corpus, settings, tmp_path, progress=lines.append)
+    assert any(f"on {cores} threads" in line for line in lines)  # the resumed run keeps its count
+    torch.set_num_threads(1)
+
+
 def test_measuring_the_speed_changes_nothing_in_the_model_and_a_resume_keeps_its_plan(
         corpus, finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """nominal_tokens_per_s auto times throwaway steps first; the trained weights are those of a fixed-speed plan,
@@ -251,10 +291,10 @@ BOS, EOS = 1, 2
 PACK_ROWS = [[BOS, *range(10, 10 + n), EOS] for n in (3, 1, 4, 2, 7, 2)]  # BOS + text + EOS, as encode_texts writes
 
 
-def test_off_keeps_one_row_per_sequence() -> None:
+def test_none_keeps_one_row_per_sequence() -> None:
     from trackstar_pipeline.training.pretrain import packed_sequences
 
-    assert packed_sequences(PACK_ROWS, 10, "off") == PACK_ROWS
+    assert packed_sequences(PACK_ROWS, 10, "none") == PACK_ROWS
 
 
 @pytest.mark.parametrize("packing", ["text", "eos"])
@@ -273,7 +313,15 @@ def test_packing_keeps_every_token_in_order_within_max_length(packing: str) -> N
     assert len(sequences) < len(PACK_ROWS)
 
 
-def test_a_packed_step_trains_on_the_packed_sequence() -> None:
+def test_mixed_alternates_unpacked_and_packed_steps() -> None:
+    from trackstar_pipeline.training.pretrain import step_packing
+
+    assert [step_packing("mixed", step) for step in range(4)] == ["none", "text", "none", "text"]
+    assert {step_packing("eos", step) for step in range(4)} == {"eos"}
+
+
+@pytest.mark.parametrize("packing, step", [("text", 0), ("mixed", 1)])
+def test_a_packed_step_trains_on_the_packed_sequences(packing: str, step: int) -> None:
     from trackstar_pipeline.training.pretrain import packed_sequences, training_step
 
     torch.manual_seed(0)
@@ -286,6 +334,6 @@ def test_a_packed_step_trains_on_the_packed_sequence() -> None:
     attention = (labels != -100).long()  # (S, T)
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=attention, labels=labels).loss.item()
-    settings = replace(TINY, max_length=10, packing="text", max_grad_norm=0.0)
-    loss = training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, settings)
+    settings = replace(TINY, max_length=10, packing=packing, max_grad_norm=0.0)
+    loss = training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, settings, step)
     assert loss == pytest.approx(expected, rel=1e-6)

@@ -49,6 +49,9 @@ class TrainingPlan:
     recorded): training.precision decides. A resumed run keeps it, like the width."""
     switched_from_float32: bool = False
     """training.bfloat16_over_time chose bfloat16 because float32's plan overran max_time_s."""
+    threads: int = 0
+    """torch CPU threads the plan was measured and is trained on (0: plans saved before it was recorded).
+    A resumed run keeps it, so a run's arithmetic does not change halfway."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""

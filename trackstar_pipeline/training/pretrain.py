@@ -1,9 +1,9 @@
 """Pretrain a small Llama-style LM on the corpus and keep the optimizer state TrackStar needs.
 
 The model is built from a LlamaConfig (no download), trained with Adafactor (factored second
-moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay. A step's rows
-are packed into sequences of up to max_length tokens (training.packing), as LM pretraining packs
-documents, so the model reads facts behind other text and not only right after BOS.
+moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay. Every other
+step's rows are packed into sequences of up to max_length tokens (training.packing mixed), as LM
+pretraining packs documents, so the model reads facts behind other text as well as right after BOS.
 Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
 (torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
 training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
@@ -28,7 +28,8 @@ from transformers.optimization import Adafactor
 
 from trackstar_pipeline.attribution.precision import autocast, autocast_dtype, has_fast_bfloat16
 from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokenizer
-from trackstar_pipeline.training.adaptive import TrainingPlan, at_width, corpus_probe, plan_training, probe_due
+from trackstar_pipeline.training.adaptive import (TrainingPlan, at_width, candidate_widths, corpus_probe, plan_training,
+                                                   probe_due)
 from trackstar_pipeline.training.recall import fact_recall
 from trackstar_pipeline.settings import TrainingSettings
 
@@ -113,7 +114,7 @@ def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> li
     Packed, rows follow each other greedily up to max_length tokens, so most facts are read behind other text,
     as a query's lead-in puts them, instead of always right after BOS.
     """
-    if packing == "off":
+    if packing == "none":
         return rows
     sequences: list[list[int]] = []
     for row in rows:
@@ -141,10 +142,18 @@ def _batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
     return input_ids, attention, labels
 
 
+def step_packing(packing: str, step: int) -> str:
+    """The layout of this step's rows: mixed alternates unpacked (even steps) and text-packed (odd) steps."""
+    if packing == "mixed":
+        return "none" if step % 2 == 0 else "text"
+    return packing
+
+
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: list[list[int]], pad_id: int,
-                  dtype: torch.dtype | None, settings: TrainingSettings) -> float:
+                  dtype: torch.dtype | None, settings: TrainingSettings, step: int = 0) -> float:
     """One optimizer step on these rows (the loop and the speed measurement both take it); the loss."""
-    input_ids, attention, labels = _batch(packed_sequences(rows, settings.max_length, settings.packing), pad_id)
+    sequences = packed_sequences(rows, settings.max_length, step_packing(settings.packing, step))
+    input_ids, attention, labels = _batch(sequences, pad_id)
     with autocast(torch.device("cpu"), dtype):
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
     loss.backward()
@@ -175,8 +184,9 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
 
     Every step takes the same batch, epoch 0's batch of median token count (the corpus's own lengths,
     so padding and short rows cost what they will), and the fastest of `timed` steps after `warmup`
-    counts: a neighbour or a page fault only ever slows a step, so the fastest one is what this machine
-    does, repeatable to a few percent where a mean over different batches varied by 15% between runs.
+    counts, of the even and of the odd steps (mixed packing lays them out differently): a neighbour or a
+    page fault only ever slows a step, so the fastest one is what this machine does, repeatable to a few
+    percent where a mean over different batches varied by 15% between runs.
     A whole run sustains less than its fastest step (batches of other lengths, logging, checkpoints, a
     neighbour's load), so the plan gets SUSTAINED_FRACTION of it.
     Each width is measured once, when the plan asks. The torch RNG is restored afterwards, so measuring
@@ -193,13 +203,13 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
             with torch.random.fork_rng():
                 model = build_model(at_width(settings, width), tokenizer)
                 optimizer = build_optimizer(model, settings)
-                fastest = math.inf
+                fastest = [math.inf, math.inf]  # per step parity: mixed packing alternates two layouts
                 for number in range(warmup + timed):
                     start = time.perf_counter()
-                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings)
+                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings, number)
                     if number >= warmup:
-                        fastest = min(fastest, time.perf_counter() - start)
-            speeds[width] = SUSTAINED_FRACTION * tokens / max(fastest, 1e-9)
+                        fastest[number % 2] = min(fastest[number % 2], time.perf_counter() - start)
+            speeds[width] = SUSTAINED_FRACTION * 2 * tokens / max(sum(fastest), 1e-9)
         return speeds[width]
 
     return tokens_per_s
@@ -247,12 +257,31 @@ def _load_or_train_tokenizer(corpus: pl.DataFrame, settings: TrainingSettings, m
 
 
 def training_threads(settings: TrainingSettings) -> int:
-    """Threads for torch: the setting, or (0) the idle cores, since oversubscribed threads crawl."""
+    """Threads for torch without a measurement: the setting, or (0) the idle cores, since oversubscribed threads crawl."""
     if settings.num_threads > 0:
         return settings.num_threads
     cores = os.cpu_count() or 1
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, round(cores - busy)))
+
+
+def faster_thread_count(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
+                        lengths: list[int], dtype: torch.dtype | None) -> tuple[int, Callable[[int], float]]:
+    """One thread or every core, whichever trains faster here now (num_threads 0 with a measured speed).
+
+    On an idle 2-core machine two threads trained the 128-wide model 1.7x as fast as one; on a machine whose
+    other core is busy they are slower, and the measurement sees it. Timed at the narrowest width the plan
+    may choose, where threads gain least. Returns the count, set in torch, and its tokens_per_s for the plan.
+    """
+    width = candidate_widths(settings)[-1] if settings.width == "auto" else settings.hidden_size
+    measured = {}
+    for count in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(count)
+        measured[count] = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
+        measured[count](width)
+    count = max(measured, key=lambda count: (measured[count](width), -count))
+    torch.set_num_threads(count)
+    return count, measured[count]
 
 
 def _format_eta(seconds: float) -> str:
@@ -296,11 +325,16 @@ def pretrain(
         plan = TrainingPlan(**state["plan"])  # a measured speed may differ now: resume the same model
         if plan.precision is not None:  # and in the same autocast
             dtype = torch.bfloat16 if plan.precision == "bfloat16" else None
+        if plan.threads > 0:  # and on as many threads
+            torch.set_num_threads(plan.threads)
     else:
         speed = None  # a fixed nominal_tokens_per_s: the plan is a pure function of corpus and settings
         if settings.nominal_tokens_per_s == "auto":
             progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
-            speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
+            if settings.num_threads == 0:
+                _, speed = faster_thread_count(settings, tokenizer, rows, lengths, dtype)
+            else:
+                speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
         plan = plan_training(sum(lengths), settings, speed)
         if bfloat16_instead(plan, settings):
             progress("float32 overruns training.max_time_s even at the narrowest width; measuring bfloat16 "
@@ -309,7 +343,7 @@ def pretrain(
                 settings, tokenizer, rows, lengths, torch.bfloat16))
             if bfloat16_plan.predicted_seconds < plan.predicted_seconds:
                 plan, dtype = replace(bfloat16_plan, switched_from_float32=True), torch.bfloat16
-        plan = replace(plan, precision="bfloat16" if dtype is not None else "float32")
+        plan = replace(plan, precision="bfloat16" if dtype is not None else "float32", threads=torch.get_num_threads())
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
     optimizer = build_optimizer(model, settings)
@@ -348,7 +382,7 @@ def pretrain(
             indices = batches[offset]
             learning_rate = optimizer.param_groups[0]["lr"]
             loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
-                                       settings)
+                                       settings, step)
             scheduler.step()
             step += 1
             window_examples += len(indices)
