@@ -144,11 +144,13 @@ class TrainingSettings:
     min_hidden_size: int = 128
     """The narrowest width auto may choose; a corpus too large even for it trains past max_time_s, with a
     warning. 64 wide (0.79M parameters) recalled 0.450 of a 40k-row world in 10 epochs, 128 wide 0.548."""
-    target_epochs: int = 20
+    target_epochs: int = 30
     """width auto with epochs auto: the widest width at which time_budget_s buys this many epochs, else
     the narrowest. Passes matter more than width: generated world 7 (5k rows) recalled 0.324 at 256 wide
     in the 10 epochs the budget bought on an Intel Xeon, and 0.850 at 128 wide in 20 epochs, in less
-    time (169 s against 265 s)."""
+    time (169 s against 265 s). 30 since training took both cores (session 10): at 20, 5k-row worlds went
+    wider for fewer passes and recalled less (Wikidata 192 wide, 25 epochs: 0.680 of 500 against 0.742 at 128
+    wide, 42 epochs; generated world 13 256 wide, 21 epochs: 0.898 against 0.964 at 192 wide, 34 epochs)."""
     token_overhead_macs: float = 2.0e6
     """Per-token cost besides the matmuls, in multiply-adds, for the plan's speed model (norms,
     attention, optimizer, Python): with it, 128 wide predicts 2.0x the tokens/s of 256 wide, as measured."""

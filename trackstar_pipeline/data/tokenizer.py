@@ -6,9 +6,10 @@ adds a dummy one), so a word has one token sequence wherever it stands: without 
 word ("Dri Quouldbrax works for ...") and the same word after a query's lead-in ("Records show that
 Dri Quouldbrax works for") are different tokens, and a model that read every fact with its subject
 first could not recall it behind any lead-in (foreign world A: 0.46 of the queries recalled, 0.92
-with the lead-in removed; docs/quality_results.md, session 10). Decoding returns that space. The result is a transformers PreTrainedTokenizerFast
-with bos/eos/pad tokens; it adds no special tokens by itself (callers prepend BOS explicitly,
-as attribution/examples.py does), and it is saved next to the model with save_pretrained.
+with the lead-in removed; docs/quality_results.md, session 10). Decoding returns that space.
+The result is a transformers PreTrainedTokenizerFast with bos/eos/pad tokens; it adds no special
+tokens by itself (callers prepend BOS explicitly, as attribution/examples.py does), and it is saved
+next to the model with save_pretrained.
 """
 
 from __future__ import annotations
