@@ -88,7 +88,7 @@ def test_auto_epochs_narrow_the_width_until_the_budget_buys_target_epochs() -> N
 
 
 def test_a_measured_speed_sets_the_width_and_epochs_and_is_asked_only_for_the_widths_considered() -> None:
-    settings = TrainingSettings(time_budget_s=100, max_time_s=200, min_epochs=10)  # nominal_tokens_per_s auto
+    settings = TrainingSettings(time_budget_s=100, max_time_s=200, min_epochs=10, target_epochs=20)  # nominal_tokens_per_s auto
     with pytest.raises(ValueError, match="nominal_tokens_per_s is 'auto'"):
         plan_training(20_000, settings)
     asked: list[int] = []
