@@ -117,9 +117,9 @@ def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> li
     if packing == "none":
         return rows
     sequences: list[list[int]] = []
+    closing = 1 if packing == "text" else 0  # text: the sequence's EOS comes after its last row
     for row in rows:
         body = row[1:] if packing == "eos" else row[1:-1]  # (T,) what follows a row already in the sequence
-        closing = 1 if packing == "text" else 0  # text: the sequence's EOS comes after its last row
         if sequences and len(sequences[-1]) + len(body) + closing <= max_length:
             sequences[-1].extend(body)
         else:
