@@ -193,7 +193,9 @@ class TrainingSettings:
     every core, whichever trains faster when the plan is made (two threads trained 1.7x as fast as one on an idle
     2-core EPYC, so the time budget buys that many more epochs; a busy neighbour makes them slower and one
     thread wins); with a nominal speed, the idle cores (cores minus the load average, at least 1). The plan
-    records the count and a resumed run keeps it: runs are bit-identical only at one thread count."""
+    records the count and a resumed run keeps it: runs are bit-identical only at one thread count. When 0 chose
+    several threads and two progress windows in a row then run under a third of the planned speed (another
+    process took the cores, and oversubscribed threads crawl), training goes on with one thread."""
     log_every: int = 20
     """Steps between progress lines (step, loss, examples/s, ETA)."""
     precision: Precision = "float32"

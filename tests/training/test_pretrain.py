@@ -175,7 +175,7 @@ def test_thread_count_auto_trains_on_the_faster_count_and_a_resume_keeps_it(
         def measure(*args, **kwargs):
             timed.append(torch.get_num_threads())
             fast = torch.get_num_threads() == favoured
-            return lambda width: 2e9 if fast else 1e9
+            return lambda width: 2000.0 if fast else 1000.0  # no real step of TINY is 3x slower
         return measure
 
     settings = replace(TINY, num_threads=0)
@@ -197,6 +197,69 @@ def test_thread_count_auto_trains_on_the_faster_count_and_a_resume_keeps_it(
     pretrain(corpus, settings, tmp_path, progress=lines.append)
     assert any(f"on {cores} threads" in line for line in lines)  # the resumed run keeps its count
     torch.set_num_threads(1)
+
+
+def test_a_window_is_crowded_only_on_several_threads_far_below_the_planned_speed() -> None:
+    from trackstar_pipeline.training.pretrain import CROWDED_SLOWDOWN, crowded
+
+    planned = 0.01
+    assert crowded(planned * (CROWDED_SLOWDOWN + 0.1), planned, threads=2)
+    assert not crowded(planned * (CROWDED_SLOWDOWN - 0.1), planned, threads=2)  # a slow patch, not a fight
+    assert not crowded(planned * 100, planned, threads=1)  # one thread has nothing to give back
+
+
+def test_the_crowding_watch_speaks_after_two_crowded_windows_and_not_for_paused_time() -> None:
+    from trackstar_pipeline.training.pretrain import CrowdingWatch
+
+    watch = CrowdingWatch(planned_seconds_per_step=1e-12, window=5)  # every real step is far slower
+    assert [watch.step_done(threads=2) for _ in range(10)] == [False] * 9 + [True]
+    assert not any(CrowdingWatch(1e-12).step_done(threads=1) for _ in range(20))
+    paused = CrowdingWatch(planned_seconds_per_step=1e-3, window=5)  # time a probe took is not a slow step
+    assert not any(paused.step_done(threads=2, paused_s=1.0) for _ in range(20))
+
+
+def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
+        corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """num_threads 0 timed every core faster, but then two progress windows in a row run far below that speed
+    (another process took the cores): training goes on with one thread, and its checkpoint and a resume keep it.
+    A thread count the user configured is never changed."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: there is no other thread count to fall back to")
+    module = "trackstar_pipeline.training.pretrain"
+    # A plan measured as if every step took almost no time: each real window looks crowded.
+    def measure(*args, **kwargs):
+        speed = 1e12 if torch.get_num_threads() > 1 else 1e11  # every core timed faster
+        return lambda width: speed
+
+    monkeypatch.setattr(f"{module}.measured_tokens_per_s", measure)
+    lines: list[str] = []
+
+    def stop(line: str) -> None:
+        lines.append(line)
+        if line.startswith("step 40/"):
+            raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "auto", progress=stop)
+        assert any(f"on {cores} threads" in line for line in lines if line.startswith("pretraining"))
+        dropped = [line for line in lines if "going on with 1 thread" in line]
+        assert len(dropped) == 1 and dropped[0].startswith("step 10:")  # after two slow 5-step windows, once
+        assert torch.load(tmp_path / "auto" / "checkpoint.pt", weights_only=False)["plan"]["threads"] == 1
+        lines.clear()
+        pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "auto", progress=lines.append)
+        assert any(line.startswith("resuming from step 30") for line in lines)
+        assert any("on 1 threads" in line for line in lines if line.startswith("pretraining"))
+
+        lines.clear()
+        pretrain(corpus, replace(TINY, num_threads=cores), tmp_path / "configured", progress=lines.append)
+        assert any(line.startswith("step 50/") for line in lines)  # slow windows all the way
+        assert not any("going on with 1 thread" in line for line in lines) and torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_measuring_the_speed_changes_nothing_in_the_model_and_a_resume_keeps_its_plan(

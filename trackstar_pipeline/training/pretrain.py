@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -284,6 +284,47 @@ def faster_thread_count(settings: TrainingSettings, tokenizer: PreTrainedTokeniz
     return count, measured[count]
 
 
+CROWDED_SLOWDOWN = 3.0
+"""Steps this many times slower than the plan's measured speed, on several threads, mean another process has
+taken cores: oversubscribed torch threads wait on each other at every operation and crawl (a 2-thread training
+on 2 cores fell from 600 to under 14 examples/s once a second, 1-thread training started beside it)."""
+
+
+def crowded(window_seconds_per_step: float, planned_seconds_per_step: float, threads: int) -> bool:
+    """Whether a window of training steps ran so far below the measured plan that its threads are fighting."""
+    return threads > 1 and window_seconds_per_step > CROWDED_SLOWDOWN * planned_seconds_per_step
+
+
+@dataclass
+class CrowdingWatch:
+    """Times training steps in short windows and says when two windows in a row were crowded.
+
+    The windows are a few steps, not the progress lines' log_every, since a crowded step can take seconds:
+    two windows of 5 steps then cost under a minute instead of several."""
+
+    planned_seconds_per_step: float
+    window: int = 5
+    _started: float = field(default_factory=time.perf_counter)
+    _steps: int = 0
+    _crowded_windows: int = 0
+
+    def step_done(self, threads: int, paused_s: float = 0.0) -> bool:
+        """Count one step (paused_s: time in it that was not training, e.g. a probe); True when threads
+        have been fighting for two windows in a row."""
+        self._started += paused_s
+        self._steps += 1
+        if self._steps < self.window:
+            return False
+        now = time.perf_counter()
+        is_crowded = crowded((now - self._started) / self._steps, self.planned_seconds_per_step, threads)
+        self._crowded_windows = self._crowded_windows + 1 if is_crowded else 0
+        self._started, self._steps = now, 0
+        if self._crowded_windows >= 2:
+            self._crowded_windows = 0
+            return True
+        return False
+
+
 def _format_eta(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -374,6 +415,9 @@ def pretrain(
     model.train()
     loss_value = float("nan")
     window_start, window_examples = time.perf_counter(), 0
+    # Only a thread count this run chose by timing is changed; a configured one is the user's.
+    watch_threads = plan.speed_measured and settings.num_threads == 0 and total_steps > 0
+    crowding = CrowdingWatch(plan.predicted_seconds / max(total_steps, 1))
     with log_path.open("a") as log:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -386,10 +430,14 @@ def pretrain(
             scheduler.step()
             step += 1
             window_examples += len(indices)
+            probe_s = 0.0
             record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}
             learned = False
             if step % steps_per_epoch == 0 and probe.height and probe_due(epoch + 1, plan, settings):
+                probe_started = time.perf_counter()
                 probe_recall = fact_recall(model, tokenizer, probe).accuracy
+                probe_s = time.perf_counter() - probe_started
+                window_start += probe_s  # the progress line's speed is the training steps' only
                 record["probe_recall"] = probe_recall
                 learned = probe_recall >= settings.learned_recall
                 progress(f"epoch {epoch + 1}: {probe_recall:.1%} of {probe.height} held-in corpus statements completed"
@@ -404,6 +452,12 @@ def pretrain(
                     f"{rate:.0f} examples/s ETA {_format_eta(eta)}"
                 )
                 window_start, window_examples = time.perf_counter(), 0
+            if watch_threads and crowding.step_done(torch.get_num_threads(), probe_s):
+                progress(f"step {step}: training runs at under 1/{CROWDED_SLOWDOWN:.0f} of the speed measured for the "
+                         f"plan on {torch.get_num_threads()} threads: another process is using the cores; going on "
+                         "with 1 thread (training.num_threads 0)")
+                torch.set_num_threads(1)
+                plan = replace(plan, threads=1)  # the checkpoint records it, and a resume keeps it
             if step % settings.checkpoint_every == 0 and step < total_steps:
                 log.flush()
                 _save_atomic(
