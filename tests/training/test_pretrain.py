@@ -218,11 +218,31 @@ def test_the_crowding_watch_speaks_after_two_crowded_windows_and_not_for_paused_
     assert not any(paused.step_done(threads=2, paused_s=1.0) for _ in range(20))
 
 
+@pytest.mark.parametrize("free", [2, 1])
+def test_the_watch_goes_back_to_the_cores_the_load_average_frees_less_often_each_time(
+        free: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trackstar_pipeline.training.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "free_cores", lambda: free)
+    watch = pretrain_module.CrowdingWatch(planned_seconds_per_step=1e-12, window=5, return_after=10)
+    threads, changes = 2, []
+    for step in range(1, 61):
+        count = watch.thread_count(step, threads)
+        if count != threads:
+            changes.append((step, count))
+            threads = count
+    if free > 1:  # free again 10 steps after the first drop, 20 after the second
+        assert changes == [(10, 1), (20, 2), (30, 1), (50, 2), (60, 1)]
+    else:  # the neighbour stays: one thread to the end
+        assert changes == [(10, 1)]
+
+
 def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
         corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """num_threads 0 timed every core faster, but then two progress windows in a row run far below that speed
-    (another process took the cores): training goes on with one thread, and its checkpoint and a resume keep it.
-    A thread count the user configured is never changed."""
+    """num_threads 0 timed every core faster, but then two 5-step windows in a row run far below that speed
+    (another process took the cores): training goes on with one thread, and its checkpoint and a resume keep it;
+    once the load average frees the cores it goes back to them. A thread count the user configured is never
+    changed."""
     import os
 
     cores = os.cpu_count() or 1
@@ -253,6 +273,14 @@ def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
         pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "auto", progress=lines.append)
         assert any(line.startswith("resuming from step 30") for line in lines)
         assert any("on 1 threads" in line for line in lines if line.startswith("pretraining"))
+
+        monkeypatch.setattr(f"{module}.RETURN_CHECK_STEPS", 10)
+        monkeypatch.setattr(f"{module}.free_cores", lambda: cores)  # the neighbour has gone
+        lines.clear()
+        pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "returning", progress=lines.append)
+        changes = [line for line in lines if "going on with 1 thread" in line or "cores are free again" in line]
+        assert [line.split(":")[0] for line in changes] == ["step 10", "step 20", "step 30", "step 50"]
+        assert changes[1].endswith(f"back to {cores} threads")
 
         lines.clear()
         pretrain(corpus, replace(TINY, num_threads=cores), tmp_path / "configured", progress=lines.append)

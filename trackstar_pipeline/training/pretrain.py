@@ -295,15 +295,32 @@ def crowded(window_seconds_per_step: float, planned_seconds_per_step: float, thr
     return threads > 1 and window_seconds_per_step > CROWDED_SLOWDOWN * planned_seconds_per_step
 
 
+RETURN_CHECK_STEPS = 200
+"""Steps on one thread, after a crowded drop, before the load average is asked whether the cores are free."""
+
+
+def free_cores() -> int:
+    """Cores the 1-minute load average leaves free to a run training on one thread (its own thread counted
+    free); 1 where there is no load average."""
+    if not hasattr(os, "getloadavg"):
+        return 1
+    others = max(0.0, os.getloadavg()[0] - 1.0)
+    return max(1, round((os.cpu_count() or 1) - others))
+
+
 @dataclass
 class CrowdingWatch:
-    """Times training steps in short windows and says when two windows in a row were crowded.
+    """Times training steps in short windows: one thread after two crowded windows in a row, every core again
+    once the cores are free.
 
     The windows are a few steps, not the progress lines' log_every, since a crowded step can take seconds:
     two windows of 5 steps then cost under a minute instead of several."""
 
     planned_seconds_per_step: float
     window: int = 5
+    return_after: int = RETURN_CHECK_STEPS
+    _dropped_from: int = 0
+    _next_return: int = 0
     _started: float = field(default_factory=time.perf_counter)
     _steps: int = 0
     _crowded_windows: int = 0
@@ -323,6 +340,22 @@ class CrowdingWatch:
             self._crowded_windows = 0
             return True
         return False
+
+    def thread_count(self, step: int, threads: int, paused_s: float = 0.0) -> int:
+        """The threads for the next step: one once crowded; every return_after steps after that, as many of
+        the count it dropped from as the load average leaves free, if more than one (return_after doubles with
+        each return, so a neighbour that stays costs a few crowded windows, not one every return_after steps)."""
+        if self.step_done(threads, paused_s):
+            self._dropped_from, self._next_return = threads, step + self.return_after
+            return 1
+        if self._dropped_from and step >= self._next_return:
+            count = min(self._dropped_from, free_cores())
+            if count > 1:
+                self._dropped_from = 0
+                self.return_after *= 2
+                return count
+            self._next_return = step + self.return_after
+        return threads
 
 
 def _format_eta(seconds: float) -> str:
@@ -417,7 +450,7 @@ def pretrain(
     window_start, window_examples = time.perf_counter(), 0
     # Only a thread count this run chose by timing is changed; a configured one is the user's.
     watch_threads = plan.speed_measured and settings.num_threads == 0 and total_steps > 0
-    crowding = CrowdingWatch(plan.predicted_seconds / max(total_steps, 1))
+    crowding = CrowdingWatch(plan.predicted_seconds / max(total_steps, 1), return_after=RETURN_CHECK_STEPS)
     with log_path.open("a") as log:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -452,12 +485,14 @@ def pretrain(
                     f"{rate:.0f} examples/s ETA {_format_eta(eta)}"
                 )
                 window_start, window_examples = time.perf_counter(), 0
-            if watch_threads and crowding.step_done(torch.get_num_threads(), probe_s):
+            threads = crowding.thread_count(step, torch.get_num_threads(), probe_s) if watch_threads else 0
+            if threads and threads != torch.get_num_threads():
                 progress(f"step {step}: training runs at under 1/{CROWDED_SLOWDOWN:.0f} of the speed measured for the "
                          f"plan on {torch.get_num_threads()} threads: another process is using the cores; going on "
-                         "with 1 thread (training.num_threads 0)")
-                torch.set_num_threads(1)
-                plan = replace(plan, threads=1)  # the checkpoint records it, and a resume keeps it
+                         "with 1 thread (training.num_threads 0)" if threads == 1 else
+                         f"step {step}: the load average says the cores are free again; back to {threads} threads")
+                torch.set_num_threads(threads)
+                plan = replace(plan, threads=threads)  # the checkpoint records it, and a resume keeps it
             if step % settings.checkpoint_every == 0 and step < total_steps:
                 log.flush()
                 _save_atomic(
