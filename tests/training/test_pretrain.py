@@ -240,9 +240,9 @@ def test_the_watch_goes_back_to_the_cores_the_load_average_frees_less_often_each
 def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
         corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """num_threads 0 timed every core faster, but then two 5-step windows in a row run far below that speed
-    (another process took the cores): training goes on with one thread, and its checkpoint and a resume keep it;
-    once the load average frees the cores it goes back to them. A thread count the user configured is never
-    changed."""
+    (another process took the cores): training goes on with one thread, and its checkpoint and a resume start on
+    it; once the load average frees the cores the run, resumed or not, goes back to them. A thread count the user
+    configured is never changed."""
     import os
 
     cores = os.cpu_count() or 1
@@ -269,13 +269,15 @@ def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
         dropped = [line for line in lines if "going on with 1 thread" in line]
         assert len(dropped) == 1 and dropped[0].startswith("step 10:")  # after two slow 5-step windows, once
         assert torch.load(tmp_path / "auto" / "checkpoint.pt", weights_only=False)["plan"]["threads"] == 1
+        monkeypatch.setattr(f"{module}.RETURN_CHECK_STEPS", 10)
+        monkeypatch.setattr(f"{module}.free_cores", lambda: cores)  # the neighbour has gone
         lines.clear()
         pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "auto", progress=lines.append)
         assert any(line.startswith("resuming from step 30") for line in lines)
         assert any("on 1 threads" in line for line in lines if line.startswith("pretraining"))
+        changes = [line for line in lines if "going on with 1 thread" in line or "cores are free again" in line]
+        assert [line.split(":")[0] for line in changes] == ["step 40", "step 50"]  # back to the planned count
 
-        monkeypatch.setattr(f"{module}.RETURN_CHECK_STEPS", 10)
-        monkeypatch.setattr(f"{module}.free_cores", lambda: cores)  # the neighbour has gone
         lines.clear()
         pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "returning", progress=lines.append)
         changes = [line for line in lines if "going on with 1 thread" in line or "cores are free again" in line]

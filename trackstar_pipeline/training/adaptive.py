@@ -52,6 +52,9 @@ class TrainingPlan:
     threads: int = 0
     """torch CPU threads the plan was measured and is trained on (0: plans saved before it was recorded).
     A resumed run keeps it, so a run's arithmetic does not change halfway."""
+    planned_threads: int = 0
+    """The count the plan was made with; threads is fewer while another process crowds the cores, and a
+    resumed run goes back to this many once they are free (0: plans saved before it was recorded)."""
 
     def model_settings(self, settings: TrainingSettings) -> TrainingSettings:
         """The settings with this plan's width, for building the model."""

@@ -341,12 +341,16 @@ class CrowdingWatch:
             return True
         return False
 
+    def dropped(self, from_threads: int, step: int) -> None:
+        """Training is on one thread since a crowded drop from from_threads (also one before a resume)."""
+        self._dropped_from, self._next_return = from_threads, step + self.return_after
+
     def thread_count(self, step: int, threads: int, paused_s: float = 0.0) -> int:
         """The threads for the next step: one once crowded; every return_after steps after that, as many of
         the count it dropped from as the load average leaves free, if more than one (return_after doubles with
         each return, so a neighbour that stays costs a few crowded windows, not one every return_after steps)."""
         if self.step_done(threads, paused_s):
-            self._dropped_from, self._next_return = threads, step + self.return_after
+            self.dropped(threads, step)
             return 1
         if self._dropped_from and step >= self._next_return:
             count = min(self._dropped_from, free_cores())
@@ -417,7 +421,8 @@ def pretrain(
                 settings, tokenizer, rows, lengths, torch.bfloat16))
             if bfloat16_plan.predicted_seconds < plan.predicted_seconds:
                 plan, dtype = replace(bfloat16_plan, switched_from_float32=True), torch.bfloat16
-        plan = replace(plan, precision="bfloat16" if dtype is not None else "float32", threads=torch.get_num_threads())
+        plan = replace(plan, precision="bfloat16" if dtype is not None else "float32", threads=torch.get_num_threads(),
+                       planned_threads=torch.get_num_threads())
     plan_text = plan.describe()
     model = build_model(plan.model_settings(settings), tokenizer)
     optimizer = build_optimizer(model, settings)
@@ -451,6 +456,8 @@ def pretrain(
     # Only a thread count this run chose by timing is changed; a configured one is the user's.
     watch_threads = plan.speed_measured and settings.num_threads == 0 and total_steps > 0
     crowding = CrowdingWatch(plan.predicted_seconds / max(total_steps, 1), return_after=RETURN_CHECK_STEPS)
+    if plan.planned_threads > plan.threads:  # resumed after a crowded drop: the cores may be free again
+        crowding.dropped(plan.planned_threads, step)
     with log_path.open("a") as log:
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
