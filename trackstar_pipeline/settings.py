@@ -194,7 +194,7 @@ class TrainingSettings:
     2-core EPYC, so the time budget buys that many more epochs; a busy neighbour makes them slower and one
     thread wins); with a nominal speed, the idle cores (cores minus the load average, at least 1). The plan
     records the count and a resumed run keeps it: runs are bit-identical only at one thread count. When 0 chose
-    several threads and two progress windows in a row then run under a third of the planned speed (another
+    several threads and two 5-step windows in a row then run under a third of the planned speed (another
     process took the cores, and oversubscribed threads crawl), training goes on with one thread, and goes back to
     the cores the load average leaves free once the other process has gone (asked every 200 steps, then less
     often)."""

@@ -223,7 +223,7 @@ def test_the_watch_goes_back_to_the_cores_the_load_average_frees_less_often_each
         free: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import trackstar_pipeline.training.pretrain as pretrain_module
 
-    monkeypatch.setattr(pretrain_module, "free_cores", lambda: free)
+    monkeypatch.setattr(pretrain_module, "idle_cores", lambda own_threads=0: free)
     watch = pretrain_module.CrowdingWatch(planned_seconds_per_step=1e-12, window=5, return_after=10)
     threads, changes = 2, []
     for step in range(1, 61):
@@ -237,7 +237,7 @@ def test_the_watch_goes_back_to_the_cores_the_load_average_frees_less_often_each
         assert changes == [(10, 1)]
 
 
-def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
+def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_starts_on_one(
         corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """num_threads 0 timed every core faster, but then two 5-step windows in a row run far below that speed
     (another process took the cores): training goes on with one thread, and its checkpoint and a resume start on
@@ -270,7 +270,7 @@ def test_threads_that_crawl_after_the_plan_drop_to_one_and_a_resume_keeps_one(
         assert len(dropped) == 1 and dropped[0].startswith("step 10:")  # after two slow 5-step windows, once
         assert torch.load(tmp_path / "auto" / "checkpoint.pt", weights_only=False)["plan"]["threads"] == 1
         monkeypatch.setattr(f"{module}.RETURN_CHECK_STEPS", 10)
-        monkeypatch.setattr(f"{module}.free_cores", lambda: cores)  # the neighbour has gone
+        monkeypatch.setattr(f"{module}.idle_cores", lambda own_threads=0: cores)  # the neighbour has gone
         lines.clear()
         pretrain(corpus, replace(TINY, num_threads=0), tmp_path / "auto", progress=lines.append)
         assert any(line.startswith("resuming from step 30") for line in lines)

@@ -50,8 +50,8 @@ class TrainingPlan:
     switched_from_float32: bool = False
     """training.bfloat16_over_time chose bfloat16 because float32's plan overran max_time_s."""
     threads: int = 0
-    """torch CPU threads the plan was measured and is trained on (0: plans saved before it was recorded).
-    A resumed run keeps it, so a run's arithmetic does not change halfway."""
+    """torch CPU threads the plan is trained on now (0: plans saved before it was recorded). A resumed run
+    starts on it, so a run's arithmetic does not change halfway unless another process crowds the cores."""
     planned_threads: int = 0
     """The count the plan was made with; threads is fewer while another process crowds the cores, and a
     resumed run goes back to this many once they are free (0: plans saved before it was recorded)."""

@@ -256,13 +256,22 @@ def _load_or_train_tokenizer(corpus: pl.DataFrame, settings: TrainingSettings, m
     return tokenizer
 
 
+def idle_cores(own_threads: int = 0) -> int | None:
+    """Cores the 1-minute load average leaves free (at least 1), counting this process's own_threads running
+    threads as free; None where there is no load average."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    cores = os.cpu_count() or 1
+    others = max(0.0, os.getloadavg()[0] - own_threads)
+    return max(1, min(cores, round(cores - others)))
+
+
 def training_threads(settings: TrainingSettings) -> int:
     """Threads for torch without a measurement: the setting, or (0) the idle cores, since oversubscribed threads crawl."""
     if settings.num_threads > 0:
         return settings.num_threads
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - busy)))
+    idle = idle_cores()
+    return idle if idle is not None else os.cpu_count() or 1
 
 
 def faster_thread_count(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
@@ -297,15 +306,6 @@ def crowded(window_seconds_per_step: float, planned_seconds_per_step: float, thr
 
 RETURN_CHECK_STEPS = 200
 """Steps on one thread, after a crowded drop, before the load average is asked whether the cores are free."""
-
-
-def free_cores() -> int:
-    """Cores the 1-minute load average leaves free to a run training on one thread (its own thread counted
-    free); 1 where there is no load average."""
-    if not hasattr(os, "getloadavg"):
-        return 1
-    others = max(0.0, os.getloadavg()[0] - 1.0)
-    return max(1, round((os.cpu_count() or 1) - others))
 
 
 @dataclass
@@ -353,7 +353,7 @@ class CrowdingWatch:
             self.dropped(threads, step)
             return 1
         if self._dropped_from and step >= self._next_return:
-            count = min(self._dropped_from, free_cores())
+            count = min(self._dropped_from, idle_cores(own_threads=1) or 1)  # no load average: stay on one
             if count > 1:
                 self._dropped_from = 0
                 self.return_after *= 2
@@ -499,7 +499,7 @@ def pretrain(
                          "with 1 thread (training.num_threads 0)" if threads == 1 else
                          f"step {step}: the load average says the cores are free again; back to {threads} threads")
                 torch.set_num_threads(threads)
-                plan = replace(plan, threads=threads)  # the checkpoint records it, and a resume keeps it
+                plan = replace(plan, threads=threads)  # the checkpoint records it, and a resume starts on it
             if step % settings.checkpoint_every == 0 and step < total_steps:
                 log.flush()
                 _save_atomic(
