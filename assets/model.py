@@ -32,7 +32,8 @@ def model_training(
         result = pretrain(corpus, settings.training, layout.pretrain_workdir(store), progress=context.log.info)
         model_dir, optimizer_path = Path(result.model_dir), result.optimizer_state_path
         source, final_lr = "pretrained on corpus_source", float(result.final_learning_rate)
-        training_facts = {"training_plan": result.plan, "parameters": result.parameters, "steps": result.steps}
+        training_facts = {"training_plan": result.plan, "parameters": result.parameters, "steps": result.steps,
+                          "context_length": result.context_length, "corpus_rows_cut": result.rows_cut}
     else:
         from trackstar_pipeline.models import find_optimizer_state, local_model_dir
 

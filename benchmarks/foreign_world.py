@@ -1,6 +1,6 @@
 """Write a fact world as a new user would bring one, independently of data/world_generator.py.
 
-    python benchmarks/foreign_world.py OUT_DIR [--seed 1] [--rows 8500] [--queries 500]
+    python benchmarks/foreign_world.py OUT_DIR [--seed 1] [--rows 8500] [--queries 500] [--paragraphs 8]
     python benchmarks/quality.py --world OUT_DIR --seed 0     # or: trackstar run --corpus OUT_DIR/corpus.jsonl ...
 
 The benchmark worlds all come from one generator; defaults chosen on them could fit its habits (name
@@ -9,7 +9,9 @@ no code or vocabulary with it on purpose: its own syllables, relations with diff
 them years and other people's names, Pareto-distributed mentions capped at 16 (about 55% of the facts
 stated once), filler sentences, and filler-only rows when the facts' mentions are fewer than the rows.
 Queries are a lead-in plus the relation's first template cut before the object; a fact stated once is
-usually stated in another paraphrase. The output is corpus.jsonl and queries.jsonl in the README's
+usually stated in another paraphrase. With --paragraphs N, each row joins 1 to N such sentences (about
+different people, as a page of records would), so rows are several facts and often longer than the
+64 tokens of a single-sentence world. The output is corpus.jsonl and queries.jsonl in the README's
 schema.
 """
 
@@ -33,7 +35,7 @@ MAX_MENTIONS = 16
 SUBJECTS = 900
 
 
-def write_world(out: Path, seed: int, n_rows: int, n_queries: int) -> tuple[int, int, int]:
+def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: int = 1) -> tuple[int, int, int]:
     """Write out/corpus.jsonl and out/queries.jsonl; returns (rows, facts, queries)."""
     rng = random.Random(seed)
 
@@ -79,6 +81,8 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int) -> tuple[int,
                 text = f"{filler} {text}" if before else f"{text} {filler}"
             rows.append({"text": text, "facts": [[subject, relation, obj]]})
     rng.shuffle(rows)
+    if paragraphs > 1:
+        rows = join_sentences(rows, paragraphs, rng)
     rows = rows[:n_rows]
     while len(rows) < n_rows:
         rows.append({"text": " ".join(rng.sample(FILLERS, 2)), "facts": []})
@@ -103,14 +107,27 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int) -> tuple[int,
     return len(rows), len(stated), len(queries)
 
 
+def join_sentences(rows: list[dict], most: int, rng: random.Random) -> list[dict]:
+    """Consecutive rows joined 1 to `most` at a time into one row stating all their facts."""
+    joined: list[dict] = []
+    start = 0
+    while start < len(rows):
+        group = rows[start:start + rng.randint(1, most)]
+        joined.append({"text": " ".join(row["text"] for row in group),
+                       "facts": [fact for row in group for fact in row["facts"]]})
+        start += len(group)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder for corpus.jsonl and queries.jsonl")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rows", type=int, default=8500)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--paragraphs", type=int, default=1, help="most sentences joined into one row (default 1)")
     args = parser.parse_args(argv)
-    rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries)
+    rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs)
     print(f"{args.out}: {rows} rows stating {facts} facts, {queries} queries")
     return 0
 

@@ -112,6 +112,14 @@ class TrainingSettings:
     num_heads: int = 4
     vocab_size: int = 4096
     max_length: int = 64
+    """Tokens per packed training sequence (training.packing), and the least context the model gets. The
+    model's context is the corpus's longest row (BOS + text + EOS) when that is longer, up to max_context, so a
+    row of several facts is trained and attributed whole: cut at 64, a fact late in a long row was never
+    trained on."""
+    max_context: int = 512
+    """The longest context pretraining gives the model; a longer row is cut to its first max_context tokens
+    for pretraining and attribution, with a warning. Split long documents into passages (the attribution unit)
+    rather than raising this far: attention cost grows with the square of the length."""
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
     learning_rate: float = 3e-3
     """Peak lr. Adafactor (scale_parameter off) moves every weight by about lr per step, so 1e-2 (the old
@@ -169,7 +177,13 @@ class TrainingSettings:
     probe_size: int = 256
     """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
-    """Corpus rows per optimizer step."""
+    """Corpus rows per optimizer step (fewer where they would pass batch_tokens)."""
+    batch_tokens: int = 1024
+    """The most tokens (BOS and EOS included) a step's rows may hold: a step of long rows, each stating several
+    facts, holds fewer of them, so a fact's share of the step stays about what it is in a corpus of sentences.
+    Session 12, pretrain-only recall of all 500 queries (docs/quality_results.md): a world of 1-8 sentences per
+    row recalled 0.246 in batches of 64 rows, 0.360 capped at 2048 tokens and 0.514 at 1024; on sentence worlds
+    1024 changed little (Wikidata 0.778 uncapped, 0.766 capped; foreign world E 0.722, 0.776)."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;

@@ -47,6 +47,8 @@ def test_every_asset_is_materialized_with_metadata(pipeline):
     model_event = instance.get_latest_materialization_event(dg.AssetKey("model_checkpoint")).asset_materialization
     assert "epochs planned" in model_event.metadata["training_plan"].value
     assert model_event.metadata["parameters"].value > 0 and model_event.metadata["steps"].value > 0
+    assert model_event.metadata["context_length"].value >= settings.training.max_length  # every row read whole
+    assert model_event.metadata["corpus_rows_cut"].value == 0
     assert any("shard" in message for message in messages)
     assert Path(report).name == "report.md"
 

@@ -132,6 +132,65 @@ def test_epoch_batches_cover_every_row_once_with_similar_lengths() -> None:
     assert padded < 1.15 * sum(lengths)  # sorting within windows keeps padding small
 
 
+def test_a_token_cap_gives_long_rows_smaller_batches_and_leaves_short_rows_alone() -> None:
+    from trackstar_pipeline.training.pretrain import epoch_batches
+
+    short = [(i * 7919) % 23 + 3 for i in range(1000)]  # sentences: at most 25 tokens
+    assert epoch_batches(short, 32, 0, 1, batch_tokens=32 * 25) == epoch_batches(short, 32, 0, 1)
+    lengths = short + [100 + i % 50 for i in range(300)]  # and paragraphs of 100-149 tokens
+    batches = epoch_batches(lengths, 32, 0, 1, batch_tokens=800)
+    assert sorted(i for batch in batches for i in batch) == list(range(1300))
+    assert all(sum(lengths[i] for i in batch) <= 800 for batch in batches)
+    assert all(len(batch) <= 32 for batch in batches)
+    paragraph_batches = [batch for batch in batches if min(lengths[i] for i in batch) >= 100]
+    assert paragraph_batches and max(len(batch) for batch in paragraph_batches) <= 8 < 32
+    assert epoch_batches(lengths, 32, 0, 1, batch_tokens=800) == batches  # a resume sees the same ones
+    alone = epoch_batches([5, 5, 900, 5], 4, 0, 0, batch_tokens=100)
+    assert [2] in alone and sorted(i for batch in alone for i in batch) == [0, 1, 2, 3]
+
+
+def test_the_epoch_schedule_locates_steps_in_epochs_of_different_lengths() -> None:
+    from trackstar_pipeline.training.pretrain import EpochSchedule, epoch_batches
+
+    lengths = [(i * 7919) % 23 + 3 for i in range(1000)] + [100 + i % 50 for i in range(300)]
+    settings = replace(TINY, batch_size=32, batch_tokens=800, seed=3)
+    schedule = EpochSchedule.plan(lengths, settings, 4)
+    counts = [len(epoch_batches(lengths, 32, 3, epoch, 800)) for epoch in range(4)]
+    assert schedule.starts == (0, counts[0], sum(counts[:2]), sum(counts[:3]), sum(counts))
+    assert schedule.total_steps == sum(counts)
+    second = schedule.starts[1]
+    assert schedule.locate(second - 1) == (0, counts[0] - 1) and schedule.locate(second) == (1, 0)
+    assert schedule.ends_epoch(second) and not schedule.ends_epoch(second + 1) and not schedule.ends_epoch(0)
+    assert schedule.epochs_done(second + counts[1] // 2) == pytest.approx(1 + (counts[1] // 2) / counts[1])
+    assert schedule.epochs_done(schedule.total_steps) == 4.0
+
+
+def test_a_run_with_token_capped_batches_resumes_to_the_same_weights(corpus, tmp_path: Path) -> None:
+    """Capped batches make epochs differ in length; a resume must land on the same batch of the same epoch."""
+    settings = replace(TINY, epochs=3, batch_tokens=400)
+    whole = pretrain(corpus, settings, tmp_path / "whole", progress=lambda _: None)
+    assert whole.steps > 3 * 13  # the cap split batches of 16 rows (13 per epoch uncapped)
+    log = _log(whole.log_path)
+    checkpoint = 10 * (next(row["step"] for row in log if row["epoch"] == 1) // 10 + 1)  # inside the second epoch
+    assert log[checkpoint - 1]["epoch"] == log[checkpoint]["epoch"] == 1
+
+    def interrupt(line: str) -> None:
+        if line.startswith(f"step {checkpoint + 10}/"):  # before that step's checkpoint is written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(corpus, settings, tmp_path / "resumed", progress=interrupt)
+    lines: list[str] = []
+    resumed = pretrain(corpus, settings, tmp_path / "resumed", progress=lines.append)
+    assert lines[0].startswith(f"resuming from step {checkpoint} of {whole.steps}")
+    reference, _ = load_model(str(whole.model_dir))
+    again, _ = load_model(str(resumed.model_dir))
+    for (name, expected), got in zip(reference.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(expected, got), name
+    assert _log(resumed.log_path) == log
+    assert json.loads(whole.training_state_path.read_text())["epochs_done"] == 3.0
+
+
 def test_a_finished_run_is_not_trained_again(corpus, finished) -> None:
     result, _ = finished
     lines: list[str] = []
@@ -430,3 +489,57 @@ def test_a_packed_step_trains_on_the_packed_sequences(packing: str, step: int) -
     settings = replace(TINY, max_length=10, packing=packing, max_grad_norm=0.0)
     loss = training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, settings, step)
     assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_model_context_fits_the_longest_row_up_to_max_context() -> None:
+    from trackstar_pipeline.training.pretrain import model_context
+
+    settings = replace(TINY, max_length=48, max_context=100)
+    assert model_context([10, 20], settings) == 48  # short rows: the packing length
+    assert model_context([10, 70], settings) == 70  # a longer row is read whole
+    assert model_context([10, 300], settings) == 100  # up to max_context
+    assert model_context([], settings) == 48
+
+
+def _long_row_corpus(corpus, words: int):
+    """The tiny corpus with its first row made into a paragraph: four of its facts, then filler words."""
+    import polars as pl
+
+    texts = corpus["text"].to_list()
+    paragraph = " ".join(texts[:4] + ["and so on"] * words)
+    return corpus.with_columns(pl.Series("text", [paragraph] + texts[1:]))
+
+
+def test_a_row_longer_than_max_length_is_trained_and_attributed_whole(corpus, tmp_path: Path) -> None:
+    """Cut at max_length, a fact late in a long row would never be trained on; the context grows to hold it."""
+    from trackstar_pipeline.attribution.examples import context_length, encode_corpus
+
+    long_corpus = _long_row_corpus(corpus, 12)
+    settings = replace(TINY, epochs=1)
+    lines: list[str] = []
+    result = pretrain(long_corpus, settings, tmp_path / "long", progress=lines.append)
+    model, tokenizer = load_model(str(result.model_dir))
+    row_tokens = len(tokenizer(long_corpus["text"][0], add_special_tokens=False)["input_ids"]) + 2  # BOS, EOS
+    assert row_tokens > settings.max_length
+    assert model.config.max_position_embeddings == result.context_length == row_tokens
+    assert result.rows_cut == 0 and not any("WARNING" in line for line in lines)
+    state = json.loads(result.training_state_path.read_text())
+    assert state["context_length"] == row_tokens and state["rows_cut"] == 0
+    encoded = encode_corpus(long_corpus["id"].to_list(), long_corpus["text"].to_list(), tokenizer,
+                            context_length(model, None), "truncate")
+    assert encoded.truncated_ids == []  # attribution reads it whole too
+
+
+def test_a_row_longer_than_max_context_is_cut_with_a_warning(corpus, tmp_path: Path) -> None:
+    long_corpus = _long_row_corpus(corpus, 40)
+    settings = replace(TINY, epochs=1, max_context=60)
+    lines: list[str] = []
+    result = pretrain(long_corpus, settings, tmp_path / "cut", progress=lines.append)
+    model, tokenizer = load_model(str(result.model_dir))
+    assert model.config.max_position_embeddings == result.context_length == 60
+    lengths = [len(ids) + 2 for ids in tokenizer(long_corpus["text"].to_list(), add_special_tokens=False)["input_ids"]]
+    assert result.rows_cut == sum(length > 60 for length in lengths) >= 1 and lengths[0] > 60
+    warning = f"WARNING: {result.rows_cut} of 200 corpus rows are longer than training.max_context (60 tokens"
+    assert any(line.startswith(warning) for line in lines)
+    finished = pretrain(long_corpus, settings, tmp_path / "cut", progress=lambda _: None)  # read back, not retrained
+    assert (finished.context_length, finished.rows_cut) == (60, result.rows_cut)

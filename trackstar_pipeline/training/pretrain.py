@@ -12,14 +12,16 @@ training_state.json; the loss per step goes to output_dir/train_log.jsonl. A che
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import polars as pl
 import torch
@@ -56,10 +58,16 @@ class PretrainResult:
     """Wall time of this call (a resumed run counts only its own part)."""
     plan: str = ""
     """The width and epoch plan and why (adaptive.TrainingPlan.describe)."""
+    context_length: int = 0
+    """The model's context (max_position_embeddings): training.max_length, or the longest row up to max_context."""
+    rows_cut: int = 0
+    """Corpus rows longer than that context, trained on their first context_length tokens only."""
 
 
-def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    """A freshly initialised Llama-style causal LM sized by the settings (seeded, no download)."""
+def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase,
+                context_length: int | None = None) -> LlamaForCausalLM:
+    """A freshly initialised Llama-style causal LM sized by the settings (seeded, no download); its context is
+    context_length (model_context of the corpus) or, when None, training.max_length."""
     torch.manual_seed(settings.seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -68,7 +76,7 @@ def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase) 
         num_hidden_layers=settings.num_layers,
         num_attention_heads=settings.num_heads,
         num_key_value_heads=settings.num_heads,
-        max_position_embeddings=settings.max_length,
+        max_position_embeddings=context_length or settings.max_length,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -102,10 +110,16 @@ def lr_factor(step: int, total_steps: int, settings: TrainingSettings) -> float:
     return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[list[int]]:
-    """BOS + text tokens + EOS per row, cut to max_length (training sees whole short sentences)."""
+def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> list[list[int]]:
+    """BOS + text tokens + EOS per row, cut to max_length when given (model_context says how long rows may be)."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [([tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]
+
+
+def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
+    """The context the model is built with: training.max_length, or the longest row (BOS + text + EOS) when that
+    is longer, up to training.max_context. Pretraining and attribution then read a row of several facts whole."""
+    return max(settings.max_length, min(max(lengths, default=0), settings.max_context))
 
 
 def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> list[list[int]]:
@@ -192,7 +206,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     Each width is measured once, when the plan asks. The torch RNG is restored afterwards, so measuring
     changes nothing in the model that is trained.
     """
-    batches = epoch_batches(lengths, settings.batch_size, settings.seed, 0)
+    batches = epoch_batches(lengths, settings.batch_size, settings.seed, 0, settings.batch_tokens)
     batch = sorted(batches, key=lambda indices: sum(lengths[i] for i in indices))[len(batches) // 2]
     batch_rows = [rows[i] for i in batch]
     tokens = sum(lengths[i] for i in batch)
@@ -201,7 +215,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     def tokens_per_s(width: int) -> float:
         if width not in speeds:
             with torch.random.fork_rng():
-                model = build_model(at_width(settings, width), tokenizer)
+                model = build_model(at_width(settings, width), tokenizer, model_context(lengths, settings))
                 optimizer = build_optimizer(model, settings)
                 fastest = [math.inf, math.inf]  # per step parity: mixed packing alternates two layouts
                 for number in range(warmup + timed):
@@ -215,11 +229,14 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     return tokens_per_s
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  batch_tokens: int | None = None) -> list[list[int]]:
     """One epoch's batches, a pure function of (seed, epoch) so a resumed run sees the same ones.
 
     Rows are shuffled, then sorted by length within windows of 50 batches so a batch holds rows of
-    similar length (little padding to compute on), and the batches are shuffled again.
+    similar length (little padding to compute on), and the batches are shuffled again. A batch holds
+    batch_size rows, or fewer where the next row would take its tokens past batch_tokens (a row longer than
+    that is a batch alone), so the number of batches can differ a little between epochs (EpochSchedule).
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(len(lengths), generator=generator).tolist()
@@ -227,8 +244,54 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) ->
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        if batch_tokens is None:
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+            continue
+        batch: list[int] = []
+        tokens = 0
+        for index in chunk:
+            if batch and (len(batch) == batch_size or tokens + lengths[index] > batch_tokens):
+                batches.append(batch)
+                batch, tokens = [], 0
+            batch.append(index)
+            tokens += lengths[index]
+        batches.append(batch)
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """Which step of which epoch a global step is. Epochs can differ in step count (a batch of long rows holds
+    fewer of them, epoch_batches), so the lr schedule's length, a resume's position and the epoch ends are
+    looked up here rather than computed as epochs x steps per epoch."""
+
+    starts: tuple[int, ...]
+    """The step each planned epoch starts at, then the total step count."""
+
+    @classmethod
+    def plan(cls, lengths: Sequence[int], settings: TrainingSettings, epochs: int) -> "EpochSchedule":
+        counts = [len(epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.batch_tokens))
+                  for epoch in range(epochs)]
+        return cls(tuple(itertools.accumulate(counts, initial=0)))
+
+    @property
+    def total_steps(self) -> int:
+        return self.starts[-1]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, offset within it) of the step about to run."""
+        epoch = bisect.bisect_right(self.starts, step) - 1
+        return epoch, step - self.starts[epoch]
+
+    def ends_epoch(self, step: int) -> bool:
+        """Whether `step` steps done is the end of an epoch."""
+        return step > 0 and step in self.starts
+
+    def epochs_done(self, step: int) -> float:
+        if step >= self.total_steps:
+            return float(len(self.starts) - 1)
+        epoch, offset = self.locate(step)
+        return epoch + offset / (self.starts[epoch + 1] - self.starts[epoch])
 
 
 def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
@@ -390,7 +453,15 @@ def pretrain(
         for stale in model_dir.iterdir():
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
-    rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
+    rows = encode_texts(corpus["text"].to_list(), tokenizer)
+    context_length = model_context([len(row) for row in rows], settings)
+    rows_cut = sum(len(row) > context_length for row in rows)
+    if rows_cut:
+        progress(f"WARNING: {rows_cut} of {len(rows)} corpus rows are longer than training.max_context "
+                 f"({settings.max_context} tokens with BOS and EOS); the model reads their first {context_length} "
+                 "tokens only, in pretraining and in attribution. Split long documents into passages, or raise "
+                 "training.max_context")
+        rows = [row[:context_length] for row in rows]
     lengths = [len(row) for row in rows]
     dtype = autocast_dtype(settings.precision, torch.device("cpu"))
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.is_file() else None
@@ -424,10 +495,10 @@ def pretrain(
         plan = replace(plan, precision="bfloat16" if dtype is not None else "float32", threads=torch.get_num_threads(),
                        planned_threads=torch.get_num_threads())
     plan_text = plan.describe()
-    model = build_model(plan.model_settings(settings), tokenizer)
+    model = build_model(plan.model_settings(settings), tokenizer, context_length)
     optimizer = build_optimizer(model, settings)
-    steps_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
-    total_steps = plan.epochs * steps_per_epoch
+    schedule = EpochSchedule.plan(lengths, settings, plan.epochs)
+    total_steps = schedule.total_steps
     probe_size = settings.probe_size if settings.learned_recall > 0 else 0  # 0: the stop rule is off
     probe = corpus_probe(corpus, probe_size, settings.seed)
     probe_recall: float | None = None
@@ -452,7 +523,7 @@ def pretrain(
     )
     model.train()
     loss_value = float("nan")
-    window_start, window_examples = time.perf_counter(), 0
+    window_start, window_examples, window_steps = time.perf_counter(), 0, 0
     # Only a thread count this run chose by timing is changed; a configured one is the user's.
     watch_threads = plan.speed_measured and settings.num_threads == 0 and total_steps > 0
     crowding = CrowdingWatch(plan.predicted_seconds / max(total_steps, 1), return_after=RETURN_CHECK_STEPS)
@@ -460,9 +531,9 @@ def pretrain(
         crowding.dropped(plan.planned_threads, step)
     with log_path.open("a") as log:
         while step < total_steps:
-            epoch, offset = divmod(step, steps_per_epoch)
+            epoch, offset = schedule.locate(step)
             if offset == 0 or step == start_step:
-                batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+                batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.batch_tokens)
             indices = batches[offset]
             learning_rate = optimizer.param_groups[0]["lr"]
             loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
@@ -470,10 +541,11 @@ def pretrain(
             scheduler.step()
             step += 1
             window_examples += len(indices)
+            window_steps += 1
             probe_s = 0.0
             record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": learning_rate}
             learned = False
-            if step % steps_per_epoch == 0 and probe.height and probe_due(epoch + 1, plan, settings):
+            if schedule.ends_epoch(step) and probe.height and probe_due(epoch + 1, plan, settings):
                 probe_started = time.perf_counter()
                 probe_recall = fact_recall(model, tokenizer, probe).accuracy
                 probe_s = time.perf_counter() - probe_started
@@ -486,12 +558,12 @@ def pretrain(
             if step % settings.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_examples / max(elapsed, 1e-9)
-                eta = (total_steps - step) * settings.batch_size / max(rate, 1e-9)
+                eta = (total_steps - step) * elapsed / max(window_steps, 1)
                 progress(
                     f"step {step}/{total_steps} epoch {epoch + 1} loss {loss_value:.4f} "
                     f"{rate:.0f} examples/s ETA {_format_eta(eta)}"
                 )
-                window_start, window_examples = time.perf_counter(), 0
+                window_start, window_examples, window_steps = time.perf_counter(), 0, 0
             threads = crowding.thread_count(step, torch.get_num_threads(), probe_s) if watch_threads else 0
             if threads and threads != torch.get_num_threads():
                 progress(f"step {step}: training runs at under 1/{CROWDED_SLOWDOWN:.0f} of the speed measured for the "
@@ -533,13 +605,15 @@ def pretrain(
                 "hidden_size": plan.hidden_size,
                 "precision": plan.precision,
                 "plan": plan_text,
-                "epochs_done": step / steps_per_epoch,
+                "epochs_done": schedule.epochs_done(step),
                 "probe_recall": probe_recall,
                 "seed": settings.seed,
                 "optimizer": settings.optimizer,
                 "final_loss": loss_value,
                 "parameters": parameters,
                 "fingerprint": key,
+                "context_length": context_length,
+                "rows_cut": rows_cut,
             },
             indent=2,
         ),
@@ -558,6 +632,8 @@ def pretrain(
         probe_recall=probe_recall,
         seconds=time.perf_counter() - started,
         plan=plan_text,
+        context_length=context_length,
+        rows_cut=rows_cut,
     )
 
 
@@ -587,6 +663,8 @@ def _finished_run(model_dir: Path, log_path: Path, key: str, started: float) -> 
         probe_recall=state.get("probe_recall"),
         seconds=time.perf_counter() - started,
         plan=state.get("plan", ""),
+        context_length=state.get("context_length", 0),
+        rows_cut=state.get("rows_cut", 0),
     )
 
 
