@@ -4,6 +4,8 @@ The model is built from a LlamaConfig (no download), trained with Adafactor (fac
 moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosine decay. Every other
 step's rows are packed into sequences of up to max_length tokens (training.packing mixed), as LM
 pretraining packs documents, so the model reads facts behind other text as well as right after BOS.
+A row longer than that is read whole (the model's context fits the corpus's longest row, up to
+max_context), and a step of long rows holds fewer of them (batch_tokens), so each fact keeps its share.
 Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
 (torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
 training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
