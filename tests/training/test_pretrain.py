@@ -388,7 +388,7 @@ def test_measured_speed_is_positive_and_a_narrower_model_is_faster(corpus) -> No
 
     settings = replace(TINY, hidden_size=128, intermediate_size=512, num_heads=4, batch_size=32)
     tokenizer = train_bpe_tokenizer(corpus["text"].to_list(), settings.vocab_size)
-    rows = encode_texts(corpus["text"].to_list(), tokenizer, settings.max_length)
+    rows = encode_texts(corpus["text"].to_list(), tokenizer)
     before = torch.get_rng_state()
     speed = measured_tokens_per_s(settings, tokenizer, rows, [len(row) for row in rows], None)
     assert torch.equal(torch.get_rng_state(), before)

@@ -112,10 +112,10 @@ def lr_factor(step: int, total_steps: int, settings: TrainingSettings) -> float:
     return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> list[list[int]]:
-    """BOS + text tokens + EOS per row, cut to max_length when given (model_context says how long rows may be)."""
+def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """BOS + text tokens + EOS per row, whole (pretrain cuts them to model_context, counting the rows it cuts)."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [([tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id])[:max_length] for ids in encoded]
+    return [[tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id] for ids in encoded]
 
 
 def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
@@ -243,16 +243,14 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     window = 50 * batch_size
+    token_limit = math.inf if batch_tokens is None else batch_tokens
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        if batch_tokens is None:
-            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-            continue
         batch: list[int] = []
         tokens = 0
         for index in chunk:
-            if batch and (len(batch) == batch_size or tokens + lengths[index] > batch_tokens):
+            if batch and (len(batch) == batch_size or tokens + lengths[index] > token_limit):
                 batches.append(batch)
                 batch, tokens = [], 0
             batch.append(index)
