@@ -178,12 +178,15 @@ class TrainingSettings:
     """Facts in the held-in probe, checked after each epoch from min_epochs on."""
     batch_size: int = 64
     """Corpus rows per optimizer step (fewer where they would pass batch_tokens)."""
-    batch_tokens: int = 1024
-    """The most tokens (BOS and EOS included) a step's rows may hold: a step of long rows, each stating several
-    facts, holds fewer of them, so a fact's share of the step stays about what it is in a corpus of sentences.
-    Session 12, pretrain-only recall of all 500 queries (docs/quality_results.md): a world of 1-8 sentences per
-    row recalled 0.246 in batches of 64 rows, 0.360 capped at 2048 tokens and 0.514 at 1024; on sentence worlds
-    1024 changed little (Wikidata 0.778 uncapped, 0.766 capped; foreign world E 0.722, 0.776)."""
+    batch_tokens: int = 512
+    """The most tokens (BOS and EOS included) a step's rows may hold, so a step of long rows, each stating several
+    facts, holds fewer of them and a fact keeps its share of the step; on sentence corpora it splits the
+    64-row batches in about two, and the time budget buys more, smaller steps, which learn more facts than
+    fewer, larger ones. Session 13, pretrain-only recall of all 500 queries at 1024 / 512 (docs/quality_results.md):
+    rows of 1-8 sentences 0.514 / 0.662 (training seed 1: 0.362 / 0.582), of 1-4 sentences 0.626 / 0.666;
+    Wikidata 0.856 / 0.928, generated world 2 0.812 / 0.892, foreign world E 0.776 / 0.772 (seed 1: 0.926 /
+    0.888), the embedded world 0.994 / 0.982. 256 buys still more steps but too few epochs (Wikidata 12 epochs,
+    0.898; 1-8 sentences 10 epochs, 0.604). 1024 (session 12) had fixed the batches of 64 long rows (0.246)."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;

@@ -19,6 +19,7 @@ from trackstar_pipeline.training.pretrain import lr_factor, pretrain
 TINY = TrainingSettings(
     hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
     learning_rate=1e-2, epochs=4, batch_size=16, checkpoint_every=10, log_every=10, num_threads=1,
+    batch_tokens=4096,  # every step holds batch_size rows, so step counts are ceil(rows / 16); the cap has its own tests
 )
 
 
