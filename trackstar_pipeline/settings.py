@@ -187,9 +187,9 @@ class TrainingSettings:
     Wikidata 0.856 / 0.928, generated world 2 0.812 / 0.892 (seed 1: 0.856 / 0.842), generated worlds 1 and 3
     0.956 / 0.956 and 0.926 / 0.922, foreign world E 0.776 / 0.772 (seed 1: 0.926 / 0.888), the embedded world
     0.994 / 0.982. 256 buys still more steps but too few epochs (Wikidata 12 epochs, 0.898; 1-8 sentences 10
-    epochs, 0.604). Where the corpus is large enough for the min_epochs floor to bind,
-    smaller steps cost time instead: a 20k-row world took 409 s (recall 0.598) against 295 s (0.552) at 1024.
-    1024 (session 12) had fixed the batches of 64 long rows (0.246)."""
+    epochs, 0.604). Where the corpus is large enough for the min_epochs floor to bind, smaller steps cost time
+    instead: a 20k-row world took 409 s (recall 0.598) against 295 s (0.552) at 1024. 1024 (session 12) had
+    fixed the batches of 64 long rows (0.246)."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;

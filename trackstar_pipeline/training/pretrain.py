@@ -208,7 +208,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     Each width is measured once, when the plan asks. The torch RNG is restored afterwards, so measuring
     changes nothing in the model that is trained.
     """
-    batches = epoch_batches(lengths, settings.batch_size, settings.seed, 0, settings.batch_tokens)
+    batches = training_batches(lengths, settings, 0)
     batch = sorted(batches, key=lambda indices: sum(lengths[i] for i in indices))[len(batches) // 2]
     batch_rows = [rows[i] for i in batch]
     tokens = sum(lengths[i] for i in batch)
@@ -259,6 +259,12 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def training_batches(lengths: Sequence[int], settings: TrainingSettings, epoch: int) -> list[list[int]]:
+    """epoch_batches at the settings' batch_size, seed and batch_tokens: the speed measurement, the epoch
+    schedule and the training loop must all see the same batches."""
+    return epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.batch_tokens)
+
+
 @dataclass(frozen=True)
 class EpochSchedule:
     """Which step of which epoch a global step is. Epochs can differ in step count (a batch of long rows holds
@@ -270,8 +276,7 @@ class EpochSchedule:
 
     @classmethod
     def plan(cls, lengths: Sequence[int], settings: TrainingSettings, epochs: int) -> "EpochSchedule":
-        counts = [len(epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.batch_tokens))
-                  for epoch in range(epochs)]
+        counts = [len(training_batches(lengths, settings, epoch)) for epoch in range(epochs)]
         return cls(tuple(itertools.accumulate(counts, initial=0)))
 
     @property
@@ -533,7 +538,7 @@ def pretrain(
         while step < total_steps:
             epoch, offset = schedule.locate(step)
             if offset == 0 or step == start_step:
-                batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.batch_tokens)
+                batches = training_batches(lengths, settings, epoch)
             indices = batches[offset]
             learning_rate = optimizer.param_groups[0]["lr"]
             loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
