@@ -190,6 +190,16 @@ class TrainingSettings:
     epochs, 0.604). Where the corpus is large enough for the min_epochs floor to bind, smaller steps cost time
     instead: a 20k-row world took 409 s (recall 0.598) against 295 s (0.552) at 1024. 1024 (session 12) had
     fixed the batches of 64 long rows (0.246)."""
+    max_repeats: int = 4
+    """The most times an epoch trains one text that several rows repeat exactly (its first rows in corpus order);
+    0: every row. Attribution still scores every row (repeats get the same score). Boilerplate repeated hundreds of
+    times then stops taking the time budget from the facts, while a fact stated in the same words a few times keeps
+    its weight (in the benchmark worlds one statement repeats at most 5-9 times, a filler row up to 579).
+    Session 14 (docs/quality_results.md), a 20k-row foreign world whose 12,448 filler-only rows are 30 texts (69% of
+    its words): every row, 10 epochs in 409 s, recalled 0.598 of 500 (seed 1: 0.556); at 4, 7,490 rows, 22 epochs in
+    272 s, 0.926; at 1, 31 epochs in 317 s, 0.918 (seed 1: 0.874). Generated world 3 at 20k rows (its repeats
+    mostly fact statements): every row 0.818 in 414 s, at 4 0.820 in 383 s, at 1 0.720 in 326 s (repeated
+    statements go too, and at the min_epochs floor the epochs are shorter)."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;

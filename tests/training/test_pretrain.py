@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -14,7 +15,7 @@ from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import TrainingSettings
-from trackstar_pipeline.training.pretrain import lr_factor, pretrain
+from trackstar_pipeline.training.pretrain import lr_factor, pretrain, training_texts
 
 TINY = TrainingSettings(
     hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
@@ -190,6 +191,30 @@ def test_a_run_with_token_capped_batches_resumes_to_the_same_weights(corpus, tmp
         assert torch.equal(expected, got), name
     assert _log(resumed.log_path) == log
     assert json.loads(whole.training_state_path.read_text())["epochs_done"] == 3.0
+
+
+def test_training_texts_keep_each_texts_first_max_repeats_rows_in_corpus_order() -> None:
+    corpus = pl.DataFrame({"id": list("abcdefg"), "text": ["x y", "z", "x y", "w", "z", "x y", "z"]})
+    assert training_texts(corpus, replace(TINY, max_repeats=1)) == ["x y", "z", "w"]
+    assert training_texts(corpus, replace(TINY, max_repeats=2)) == ["x y", "z", "x y", "w", "z"]
+    assert training_texts(corpus, replace(TINY, max_repeats=0)) == corpus["text"].to_list()
+    with pytest.raises(ValueError, match="max_repeats"):
+        training_texts(corpus, replace(TINY, max_repeats=-1))
+
+
+def test_a_repeat_cap_trains_an_epoch_on_the_capped_rows_and_says_so(corpus, tmp_path: Path) -> None:
+    tripled = pl.concat([corpus, corpus.with_columns(id=pl.col("id") + "-2"), corpus.with_columns(id=pl.col("id") + "-3")])
+    capped = 2 * corpus["text"].n_unique()  # every text occurs at least 3 times: each trains twice
+    runs = {}
+    for max_repeats in (2, 0):
+        lines: list[str] = []
+        runs[max_repeats] = (pretrain(tripled, replace(TINY, epochs=1, max_repeats=max_repeats),
+                                      tmp_path / str(max_repeats), progress=lines.append), lines)
+    assert capped < tripled.height
+    assert runs[2][0].steps == -(-capped // TINY.batch_size)  # ceil(capped rows / 16) steps
+    assert runs[0][0].steps == -(-tripled.height // TINY.batch_size)
+    assert any(f"{capped} of {tripled.height} rows" in line and "at most 2x" in line for line in runs[2][1])
+    assert not any("at most" in line for line in runs[0][1])
 
 
 def test_a_finished_run_is_not_trained_again(corpus, finished) -> None:

@@ -118,6 +118,15 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[l
     return [[tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id] for ids in encoded]
 
 
+def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> list[str]:
+    """The texts an epoch trains on, in corpus order: every row's, or each text's first max_repeats rows."""
+    if settings.max_repeats < 0:
+        raise ValueError(f"training.max_repeats is {settings.max_repeats}: give 0 (every row) or a positive cap")
+    if settings.max_repeats == 0:
+        return corpus["text"].to_list()
+    return corpus.filter(pl.int_range(pl.len()).over("text") < settings.max_repeats)["text"].to_list()
+
+
 def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
     """The context the model is built with: training.max_length, or the longest row (BOS + text + EOS) when that
     is longer, up to training.max_context. Pretraining and attribution then read a row of several facts whole."""
@@ -430,6 +439,13 @@ class CrowdingWatch:
         return threads
 
 
+def rows_described(trained: int, corpus_rows: int, max_repeats: int) -> str:
+    """The progress line's row count, and how many rows the repeat cap (training.max_repeats) left out."""
+    if trained == corpus_rows:
+        return f"{corpus_rows} rows"
+    return f"{trained} of {corpus_rows} rows (an epoch trains a text at most {max_repeats}x: training.max_repeats)"
+
+
 def _format_eta(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -458,7 +474,8 @@ def pretrain(
         for stale in model_dir.iterdir():
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
-    rows = encode_texts(corpus["text"].to_list(), tokenizer)
+    texts = training_texts(corpus, settings)
+    rows = encode_texts(texts, tokenizer)
     context_length = model_context([len(row) for row in rows], settings)
     rows_cut = sum(len(row) > context_length for row in rows)
     if rows_cut:
@@ -523,7 +540,7 @@ def pretrain(
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
-        f"{len(rows)} rows, {total_steps} steps on {torch.get_num_threads()} threads, "
+        f"{rows_described(len(rows), corpus.height, settings.max_repeats)}, {total_steps} steps on {torch.get_num_threads()} threads, "
         f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan_text}"
     )
     model.train()
