@@ -565,7 +565,7 @@ def test_a_row_longer_than_max_context_is_cut_with_a_warning(corpus, tmp_path: P
     assert model.config.max_position_embeddings == result.context_length == 60
     lengths = [len(ids) + 2 for ids in tokenizer(long_corpus["text"].to_list(), add_special_tokens=False)["input_ids"]]
     assert result.rows_cut == sum(length > 60 for length in lengths) >= 1 and lengths[0] > 60
-    warning = f"WARNING: {result.rows_cut} of 200 corpus rows are longer than training.max_context (60 tokens"
+    warning = f"WARNING: {result.rows_cut} of the 200 rows trained are longer than training.max_context (60 tokens"
     assert any(line.startswith(warning) for line in lines)
     finished = pretrain(long_corpus, settings, tmp_path / "cut", progress=lambda _: None)  # read back, not retrained
     assert (finished.context_length, finished.rows_cut) == (60, result.rows_cut)

@@ -5,7 +5,9 @@ moments, as the TrackStar paper's models) or AdamW, with linear warmup and cosin
 step's rows are packed into sequences of up to max_length tokens (training.packing mixed), as LM
 pretraining packs documents, so the model reads facts behind other text as well as right after BOS.
 A row longer than that is read whole (the model's context fits the corpus's longest row, up to
-max_context), and a step of long rows holds fewer of them (batch_tokens), so each fact keeps its share.
+max_context), and a step of long rows holds fewer of them (batch_tokens), so each fact keeps its share. An
+epoch trains a text that many rows repeat exactly at most max_repeats times, so boilerplate leaves the time
+budget to the facts.
 Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
 (torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
 training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
@@ -479,7 +481,7 @@ def pretrain(
     context_length = model_context([len(row) for row in rows], settings)
     rows_cut = sum(len(row) > context_length for row in rows)
     if rows_cut:
-        progress(f"WARNING: {rows_cut} of {len(rows)} corpus rows are longer than training.max_context "
+        progress(f"WARNING: {rows_cut} of the {len(rows)} rows trained are longer than training.max_context "
                  f"({settings.max_context} tokens with BOS and EOS); the model reads their first {context_length} "
                  "tokens only, in pretraining and in attribution. Split long documents into passages, or raise "
                  "training.max_context")
