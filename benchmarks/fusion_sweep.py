@@ -24,11 +24,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, paired_tailpatch_difference, tailpatch_metrics
+from trackstar_pipeline.settings import EvaluationSettings
 
 RULES: list[tuple[str, float, float, int, int, float, int]] = [
     # (label, bm25 weight, rrf_k, bm25 head, pool the head is picked from in trackstar's order,
@@ -107,6 +108,24 @@ def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int, he
     return result
 
 
+def default_fusion(saved: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """The ranking evaluate's trackstar+bm25 gives at the default evaluation settings."""
+    defaults = EvaluationSettings()
+    return fused(saved, defaults.fusion_bm25_weight, defaults.rrf_k, defaults.fusion_bm25_head,
+                 defaults.fusion_bm25_head_pool, defaults.fusion_bm25_head_ratio, defaults.fusion_bm25_follow)
+
+
+def rule_rankings(saved: dict[str, Any]) -> Iterator[tuple[str, dict[str, list[tuple[str, float]]]]]:
+    """(label, fused ranking per query) for every rule of RULES this run can replay, then SECOND_ROW_RULES."""
+    for label, weight, rrf_k, head, head_pool, ratio, follow in RULES:
+        if ratio > 0 and "open_set_scores" not in saved:
+            continue  # rankings.json from before quality.py saved scores
+        yield label, fused(saved, weight, rrf_k, head, head_pool, ratio, follow)
+    default = default_fusion(saved)
+    for label, trigger in SECOND_ROW_RULES:
+        yield label, with_second_row(saved, default, trigger)
+
+
 def measured_effects(saved: dict[str, Any]) -> dict[tuple[str, str], TailPatchEffect]:
     """(corpus id, query id) -> the saved Δp (rankings.json keeps Δp only)."""
     return {(corpus_id, query_id): TailPatchEffect(delta, 0.0)
@@ -181,13 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {folder.parent.name}/{folder.name} | hindsight, {counted} queries: best measured ground-truth row "
               f"instead of TrackStar's 10th {best_truth:+.1e}; BM25's first instead of TrackStar's least effective "
               f"{drop_least:+.1e} | | | | | | | |")
-        default = fused(saved, 0.5, 60, 1, 1, 0.0, 5)
-        candidates = [(label, lambda rule=rule: fused(saved, *rule)) for label, *rule in RULES
-                      if rule[4] == 0 or "open_set_scores" in saved]  # rules with a share need saved scores
-        candidates += [(label, lambda trigger=trigger: with_second_row(saved, default, trigger))
-                       for label, trigger in SECOND_ROW_RULES]
-        for label, rule_rankings in candidates:
-            rankings = rule_rankings()
+        for label, rankings in rule_rankings(saved):
             row = measure(saved, effects, rankings)
             difference = paired_tailpatch_difference(rankings, trackstar, effects, 10)
             ok = row["mrr"] >= base["bm25"]["mrr"] - 0.02 and row["tailpatch@10"] >= base["trackstar"]["tailpatch@10"]

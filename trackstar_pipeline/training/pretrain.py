@@ -65,7 +65,8 @@ class PretrainResult:
     context_length: int = 0
     """The model's context (max_position_embeddings): training.max_length, or the longest row up to max_context."""
     rows_cut: int = 0
-    """Corpus rows longer than that context, trained on their first context_length tokens only."""
+    """Rows trained (those training.max_repeats keeps) longer than that context, trained on their first
+    context_length tokens only."""
 
 
 def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase,
@@ -476,8 +477,7 @@ def pretrain(
         for stale in model_dir.iterdir():
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
-    texts = training_texts(corpus, settings)
-    rows = encode_texts(texts, tokenizer)
+    rows = encode_texts(training_texts(corpus, settings), tokenizer)
     context_length = model_context([len(row) for row in rows], settings)
     rows_cut = sum(len(row) > context_length for row in rows)
     if rows_cut:
