@@ -26,10 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from trackstar_pipeline.evaluation.ablations import lambda_method_name
 from trackstar_pipeline.evaluation.metrics import ranking_metrics
 from trackstar_pipeline.evaluation.scorers import fusion_scores
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect, paired_tailpatch_difference, tailpatch_metrics
-from trackstar_pipeline.settings import EvaluationSettings
+from trackstar_pipeline.settings import AttributionSettings, EvaluationSettings
 
 RULES: list[tuple[str, float, float, int, int, float, int]] = [
     # (label, bm25 weight, rrf_k, bm25 head, pool the head is picked from in trackstar's order,
@@ -69,6 +70,9 @@ RULES: list[tuple[str, float, float, int, int, float, int]] = [
 ]
 
 
+COMPONENTS = ("trackstar", "trackstar_r_train_only", "trackstar_no_curvature")
+"""TrackStar rankings the default rule is also replayed with (session 15: the fusion's component)."""
+
 SECOND_ROW_RULES: list[tuple[str, Callable[[list[str], dict[str, int]], bool]]] = [
     # session 14: BM25's second row moves up to second place on the default's ranking, for the queries where the
     # trigger (BM25's top ids, TrackStar's rank of each id in its top 100) holds; paragraph worlds lose MRR
@@ -96,9 +100,9 @@ def with_second_row(saved: dict[str, Any], rankings: dict[str, list[tuple[str, f
 
 
 def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int, head_pool: int,
-          head_pool_ratio: float = 0.0, follow: int = 0) -> dict[str, list[tuple[str, float]]]:
-    """The rule's fused ranking per query, BM25 first (it leads), trackstar weight 1."""
-    bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"]["trackstar"]
+          head_pool_ratio: float = 0.0, follow: int = 0, component: str = "trackstar") -> dict[str, list[tuple[str, float]]]:
+    """The rule's fused ranking per query, BM25 first (it leads), the TrackStar `component` at weight 1."""
+    bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"][component]
     bm25_scores = saved.get("open_set_scores", {}).get("bm25", {})
     result = {}
     for query_id in trackstar:
@@ -108,19 +112,32 @@ def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int, he
     return result
 
 
-def default_fusion(saved: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
-    """The ranking evaluate's trackstar+bm25 gives at the default evaluation settings."""
+def default_component(saved: dict[str, Any]) -> str:
+    """The TrackStar ranking evaluate's default fusion takes (evaluation.fusion_trackstar_lambda), if this run saved it."""
+    name = lambda_method_name(AttributionSettings(), EvaluationSettings().fusion_trackstar_lambda)
+    return name if name in saved["open_set"] else "trackstar"
+
+
+def default_fusion(saved: dict[str, Any], component: str | None = None) -> dict[str, list[tuple[str, float]]]:
+    """The ranking evaluate's trackstar+bm25 gives at the default evaluation settings (another component if given)."""
     defaults = EvaluationSettings()
     return fused(saved, defaults.fusion_bm25_weight, defaults.rrf_k, defaults.fusion_bm25_head,
-                 defaults.fusion_bm25_head_pool, defaults.fusion_bm25_head_ratio, defaults.fusion_bm25_follow)
+                 defaults.fusion_bm25_head_pool, defaults.fusion_bm25_head_ratio, defaults.fusion_bm25_follow,
+                 component or default_component(saved))
 
 
 def rule_rankings(saved: dict[str, Any]) -> Iterator[tuple[str, dict[str, list[tuple[str, float]]]]]:
-    """(label, fused ranking per query) for every rule of RULES this run can replay, then SECOND_ROW_RULES."""
+    """(label, fused ranking per query): the default, then every rule of RULES this run can replay (fusing the
+    table's trackstar, as they were measured), the default with each other TrackStar ranking saved, then
+    SECOND_ROW_RULES on the default."""
+    yield f"default (session 15: fuses {default_component(saved)})", default_fusion(saved)
     for label, weight, rrf_k, head, head_pool, ratio, follow in RULES:
         if ratio > 0 and "open_set_scores" not in saved:
             continue  # rankings.json from before quality.py saved scores
         yield label, fused(saved, weight, rrf_k, head, head_pool, ratio, follow)
+    for component in COMPONENTS:
+        if component in saved["open_set"] and component != default_component(saved):
+            yield f"the default's rule, fusing {component}", default_fusion(saved, component)
     default = default_fusion(saved)
     for label, trigger in SECOND_ROW_RULES:
         yield label, with_second_row(saved, default, trigger)

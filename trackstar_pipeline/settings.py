@@ -305,6 +305,16 @@ class EvaluationSettings:
     fusion_page: int | None = None
     """The fused rows taken as the page that BM25's follow rows come after; None: the largest of
     tailpatch_k (10), so the follow rows never change a tail-patch figure."""
+    fusion_trackstar_lambda: Union[float, Literal["auto"], None] = 0.0
+    """lambda_mix of the TrackStar ranking that trackstar+bm25 fuses: 0.0, R_train only (the
+    'trackstar_r_train_only' row, the default); another lambda or 'auto' (streamed as 'trackstar_lambda<value>');
+    None: the table's own ('trackstar'). In the fusion BM25 supplies the row that states the fact, so
+    TrackStar's part is there for the rows that move the model. R_eval sharpens TrackStar towards the query's
+    own fact (its MRR) but moved the model less: over 15 saved benchmark runs (sessions 11-14) R_train only's
+    tail-patch@10 beat the table's lambda 'auto' on 12, at 0.01-0.05 lower MRR, which the fusion takes from
+    BM25. Replayed on those runs, the fusion's tail-patch target held on 11 of 12 sentence-world runs with
+    R_train only and on 7 with the table's ranking; on three worlds run after the choice, 3 of 3 against 2
+    (docs/quality_results.md, session 15). Without curvature every lambda is 'trackstar'."""
 
     @property
     def fusion_page_size(self) -> int:

@@ -8,7 +8,7 @@ import torch
 from trackstar_pipeline.attribution.curvature import BlockDiagonal, curvature_inverse_sqrt, curvature_train_sample
 from trackstar_pipeline.evaluation import ablations
 from trackstar_pipeline.attribution.curvature import curvature_moments
-from trackstar_pipeline.evaluation.ablations import GradientSource, trackstar_methods
+from trackstar_pipeline.evaluation.ablations import GradientSource, lambda_method_name, trackstar_methods
 from trackstar_pipeline.evaluation.corpus_shards import frame_shards
 from trackstar_pipeline.evaluation.stream import ShardRows
 from trackstar_pipeline.settings import AttributionSettings
@@ -133,3 +133,19 @@ def test_a_lambda_sweep_entry_of_zero_is_r_train_only_not_built_twice():
     scorers, aliases, _ = trackstar_methods(stored.source, ["q1"], SETTINGS, lambdas=(0.0, 0.2))
     assert aliases == {"trackstar_lambda0.0": "trackstar_r_train_only"}
     assert "trackstar_lambda0.0" not in scorers and "trackstar_lambda0.2" in scorers
+
+
+def test_lambda_method_name_is_the_name_trackstar_methods_gives_that_lambda():
+    stored = _stored()
+    scorers, aliases, _ = trackstar_methods(stored.source, ["q1"], SETTINGS, lambdas=(0.2, "auto"))
+    for value in (None, 0.7, 0.0, 0.2, "auto"):
+        assert lambda_method_name(SETTINGS, value) in {**scorers, **aliases}, value
+    assert [lambda_method_name(SETTINGS, v) for v in (None, 0.7, 0.0, 0, 0.2)] == \
+        ["trackstar", "trackstar", "trackstar_r_train_only", "trackstar_r_train_only", "trackstar_lambda0.2"]
+    assert lambda_method_name(replace(SETTINGS, curvature=False), 0.0) == "trackstar"  # no R: every lambda is one
+    try:
+        lambda_method_name(SETTINGS, 1.5)
+    except ValueError as error:
+        assert "[0, 1]" in str(error)
+    else:
+        raise AssertionError("a lambda outside [0, 1] was accepted")

@@ -68,6 +68,9 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
     assert {query_id for _, query_id in result.effects} <= {"q0", "q1", "q2"}
     assert result.effects and all(math.isfinite(effect.delta_prob) for effect in result.effects.values())
     assert any(effect.delta_prob != 0.0 for effect in result.effects.values())
+    # trackstar+bm25 fuses BM25 with TrackStar at R_train only (evaluation.fusion_trackstar_lambda 0)
+    assert summary["fusion_methods"] == ["trackstar_r_train_only", "bm25"]
+    assert "trackstar+bm25 fuses trackstar_r_train_only with bm25." in result.files["markdown"].read_text()
     # trackstar+bm25 opens with BM25's top fusion_bm25_head (1) proponent, in both settings
     assert settings.evaluation.fusion_bm25_head == 1
     for setting in ("open_set", "closed_set"):

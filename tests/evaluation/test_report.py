@@ -71,8 +71,10 @@ def test_a_given_method_may_score_more_queries_than_the_evaluated_sample(tmp_pat
     corpus, queries, truth = small_world()
     oracle = matrix_scorer(queries["id"].to_list(), corpus["id"].to_list(), oracle_scores(corpus, queries, truth))
     settings = dataclasses.replace(SETTINGS, evaluation=dataclasses.replace(SETTINGS.evaluation, max_eval_queries=3))
+    said: list[str] = []
     sampled = evaluate(EvaluationInputs(corpus, queries, truth, settings, methods={"trackstar": oracle}), tmp_path,
-                       progress=lambda message: None)
+                       progress=said.append)
+    assert any("trackstar+bm25 fuses 'trackstar': trackstar_r_train_only" in line for line in said)
     evaluated = sampled.queries["id"].to_list()
     assert len(evaluated) == 3
     for setting in ("open_set", "closed_set"):
@@ -92,6 +94,9 @@ def test_evaluation_json_has_the_promised_shape(result):
     # fact_recall is over the evaluated queries, as every metric is; the recall given (all queries) is kept beside it
     assert summary["fact_recall"] == pytest.approx(3 / 5) and summary["fact_recall_all_queries"] == 0.9
     assert set(summary["open_set"]) == {"trackstar", "bm25", "random", "trackstar+bm25"}
+    # no raw gradients or model here, so no R_train-only ranking: the fusion takes the given trackstar and says so
+    assert summary["fusion_methods"] == ["trackstar", "bm25"]
+    assert "trackstar+bm25 fuses trackstar with bm25." in result.files["markdown"].read_text()
     trackstar = summary["open_set"]["trackstar"]
     assert trackstar["mrr"] == 1.0 and trackstar["recall@10"] == 1.0
     assert trackstar["n_queries_without_ground_truth"] == 1

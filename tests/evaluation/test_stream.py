@@ -17,9 +17,9 @@ from trackstar_pipeline.evaluation.corpus_shards import (
     rows_with_ids,
     streamed_ground_truth,
 )
-from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, build_methods, evaluate
+from trackstar_pipeline.evaluation.evaluate import FUSION_DEPTH, EvaluationInputs, build_methods, evaluate
 from trackstar_pipeline.attribution.running_top_k import RunningTopK
-from trackstar_pipeline.evaluation.scorers import random_scorer
+from trackstar_pipeline.evaluation.scorers import fusion_scores, random_scorer
 from trackstar_pipeline.settings import load_settings
 
 from tests.evaluation.test_report import small_world
@@ -102,6 +102,40 @@ def test_sharding_does_not_change_rankings_or_candidates(three_shards):
     for name in ("trackstar", "trackstar_no_curvature", "bm25", "random", "trackstar+bm25"):
         assert [[i for i, _ in r] for r in one_methods[name].top_k(20).values()] == \
             [[i for i, _ in r] for r in methods[name].top_k(20).values()], name
+
+
+def _fusion_reference(component: str) -> dict[str, list[str]]:
+    """The fused top 10 written from the dense reference: BM25's list first (it leads), then `component`'s."""
+    evaluation = SETTINGS.evaluation
+    dense, (corpus, queries, *_) = _dense_scores(), _world()
+    ids, reference = corpus["id"].to_list(), {}
+    for row, query_id in enumerate(queries["id"].to_list()):
+        lists = [[ids[j] for j in np.argsort(-dense[name][row], kind="stable")[:FUSION_DEPTH]] for name in ("bm25", component)]
+        totals = fusion_scores(lists, [evaluation.fusion_bm25_weight, 1.0], evaluation.rrf_k, evaluation.fusion_bm25_head,
+                               evaluation.fusion_bm25_head_pool, None, 0.0, evaluation.fusion_bm25_follow,
+                               evaluation.fusion_page_size)
+        reference[query_id] = [i for i, _ in sorted(totals.items(), key=lambda item: -item[1])[:10]]
+    return reference
+
+
+def test_the_fusion_fuses_bm25_with_r_train_only_trackstar_by_default(three_shards):
+    methods, _, _ = three_shards
+    assert SETTINGS.evaluation.fusion_trackstar_lambda == 0.0
+    assert methods["trackstar+bm25"].names == ["trackstar_r_train_only", "bm25"]
+    fused = {q: [i for i, _ in r] for q, r in methods["trackstar+bm25"].top_k(10).items()}
+    assert fused == _fusion_reference("trackstar_r_train_only")
+    assert fused != _fusion_reference("trackstar")  # the component decides the fused rows here
+
+
+def test_the_fusion_takes_the_tables_trackstar_or_a_streamed_lambda_when_asked():
+    corpus, queries, truth, corpus_gradients, source = _world()
+    for value, name in ((None, "trackstar"), (0.7, "trackstar"), (0.4, "trackstar_lambda0.4")):
+        settings = dataclasses.replace(SETTINGS, evaluation=dataclasses.replace(SETTINGS.evaluation,
+                                                                                fusion_trackstar_lambda=value))
+        inputs = EvaluationInputs(frame_shards(corpus, 2, corpus_gradients), queries, truth, settings, gradients=source)
+        methods, *_ = build_methods(inputs, inputs.corpus, queries, truth, progress=lambda _: None)
+        assert methods["trackstar+bm25"].names == [name, "bm25"]
+        assert name in methods
 
 
 def test_candidates_hold_ground_truth_bm25_top_and_draws_from_the_pool(three_shards):

@@ -56,6 +56,21 @@ def sweep_name(projection_dim: int) -> str:
     return f"trackstar_d{projection_dim}"
 
 
+def lambda_method_name(settings: AttributionSettings, lambda_mix: float | str | None) -> str:
+    """The name trackstar_methods gives TrackStar's ranking at this lambda_mix (None: the table's own).
+
+    The table's lambda (or any lambda without curvature) is 'trackstar', 0 is 'trackstar_r_train_only',
+    any other needs `lambdas` to hold it and is 'trackstar_lambda<value>' (curvature_variants' name).
+    """
+    if isinstance(lambda_mix, (int, float)) and not isinstance(lambda_mix, bool) and not 0.0 <= lambda_mix <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1] or 'auto', got {lambda_mix!r}")
+    if lambda_mix is None or not settings.curvature or lambda_mix == settings.lambda_mix:
+        return "trackstar"
+    if lambda_mix != "auto" and float(lambda_mix) == 0.0:
+        return "trackstar_r_train_only"
+    return f"trackstar_lambda{lambda_mix}"
+
+
 def curvature_variants(settings: AttributionSettings, lambdas: Sequence[float | str] = (),
                        dampings: Sequence[float] = ()) -> dict[str, AttributionSettings]:
     """Method name -> settings of the curvature sweep: one lambda or one damping changed at a time.

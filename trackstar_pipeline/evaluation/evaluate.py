@@ -50,7 +50,12 @@ from trackstar_pipeline.attribution.curvature import curvature_train_sample
 from trackstar_pipeline.attribution.examples import TokenizedExample, context_length, encode_corpus, encode_queries
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
 from trackstar_pipeline.attribution.projection import stable_seed
-from trackstar_pipeline.evaluation.ablations import GradientSource, gradient_pass, trackstar_methods
+from trackstar_pipeline.evaluation.ablations import (
+    GradientSource,
+    gradient_pass,
+    lambda_method_name,
+    trackstar_methods,
+)
 from trackstar_pipeline.evaluation.bm25 import Bm25Method, Bm25Queries, bm25_statistics, query_texts
 from trackstar_pipeline.evaluation.closed_set import build_candidate_sets, rank_candidates
 from trackstar_pipeline.evaluation.corpus_shards import (
@@ -171,9 +176,12 @@ def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: in
     lambda_used = None
     if gradients is not None:
         evaluation = settings.evaluation
+        lambdas = tuple(evaluation.lambda_sweep)
+        if lambda_method_name(attribution, evaluation.fusion_trackstar_lambda).startswith("trackstar_lambda"):
+            lambdas += (evaluation.fusion_trackstar_lambda,)  # the fusion's TrackStar, streamed with the others
         built, aliases, lambda_used = trackstar_methods(gradients, query_ids, attribution, new_pass,
                                                         inputs.second_moments, evaluation.projection_dim_sweep,
-                                                        evaluation.lambda_sweep, evaluation.damping_sweep)
+                                                        lambdas, evaluation.damping_sweep)
         methods.update(built)
     if model is not None:
         from trackstar_pipeline.evaluation.embedding import mean_hidden_states
@@ -196,6 +204,7 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     # the fusion's arguments are checked here, before any corpus pass, not when it is built at the end
     checked_head_pool(evaluation.fusion_bm25_head, evaluation.fusion_bm25_head_pool, evaluation.fusion_bm25_head_ratio)
     checked_follow(evaluation.fusion_bm25_follow, evaluation.fusion_page_size)
+    fused_trackstar = lambda_method_name(settings.attribution, evaluation.fusion_trackstar_lambda)
     given: dict[str, MethodScorer] = dict(inputs.methods or {})
     query_ids = sample["id"].to_list()
     bm25 = None
@@ -224,13 +233,18 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     methods: dict[str, MethodScorer] = {**found, **given}
     methods.update({alias: methods[target] for alias, target in aliases.items() if alias not in given})
     if "trackstar" in methods and "trackstar+bm25" not in methods:
-        methods["trackstar+bm25"] = FusionScorer([methods["trackstar"], methods["bm25"]], rrf_k=evaluation.rrf_k,
+        if fused_trackstar not in methods:
+            progress(f"trackstar+bm25 fuses 'trackstar': {fused_trackstar} (evaluation.fusion_trackstar_lambda) "
+                     "needs the stored raw gradients or the model, and neither was given")
+            fused_trackstar = "trackstar"
+        methods["trackstar+bm25"] = FusionScorer([methods[fused_trackstar], methods["bm25"]], rrf_k=evaluation.rrf_k,
                                                  depth=depth, query_ids=query_ids,
                                                  weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
                                                  head=evaluation.fusion_bm25_head,
                                                  head_pool=evaluation.fusion_bm25_head_pool,
                                                  head_pool_ratio=evaluation.fusion_bm25_head_ratio,
-                                                 follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page_size)
+                                                 follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page_size,
+                                                 names=[fused_trackstar, "bm25"])
     return methods, candidates, n_corpus, lambda_used
 
 
@@ -327,6 +341,9 @@ def evaluate(inputs: EvaluationInputs, output_dir: str | Path, progress: Callabl
     )
     lambda_used = inputs.lambda_used if inputs.lambda_used is not None else built_lambda
     summary = _summary(inputs, n_corpus, sample, ground_truth, rankings, effects, lambda_used)
+    fusion = built.get("trackstar+bm25")
+    if isinstance(fusion, FusionScorer) and fusion.names:
+        summary["fusion_methods"] = list(fusion.names)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     result = EvaluationResult(summary, rankings, candidates, effects, sample,
                               dict(zip(texts["id"].to_list(), texts["text"].to_list())), ground_truth)

@@ -323,6 +323,12 @@ def explorer_html(result: EvaluationResult) -> str:
     return EXPLORER_TEMPLATE.replace("__DATA__", payload)
 
 
+def fusion_sentence(summary: Mapping[str, Any]) -> str:
+    """' trackstar+bm25 fuses A with B.' when evaluation.json names the fused methods, else ''."""
+    names = summary.get("fusion_methods") or []
+    return f" trackstar+bm25 fuses {' with '.join(names)}." if names else ""
+
+
 def report_markdown(summary: Mapping[str, Any]) -> str:
     """report.md: the tables, the split tables and the figures (relative links)."""
     settings = summary.get("settings", {})
@@ -336,7 +342,7 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
         "MRR and Recall@10 rank against ground-truth proponents (corpus rows stating the queried fact; ties "
         "ranked pessimistically; queries without any are excluded and counted in evaluation.json). "
         "tail-patch@k is the mean change in p(completion | prompt) after one optimizer step at the final "
-        "learning rate on each of a query's top-k proponents separately.",
+        "learning rate on each of a query's top-k proponents separately." + fusion_sentence(summary),
         "## Open set (whole corpus)", metrics_table(summary, "open_set"),
         "## Open set, tail-patch against trackstar (paired)", PAIRED_LEGEND, paired_table(summary, "open_set"),
         "## Open set, queries the model gets right", correct_only_table(summary),

@@ -197,8 +197,10 @@ class FusionScorer:
     def __init__(self, scorers: Sequence[MethodScorer], rrf_k: float = 60, depth: int = 1000,
                  query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
                  head_method: int = 0, head: int = 0, head_pool: int | None = None,
-                 head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10) -> None:
+                 head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10,
+                 names: Sequence[str] | None = None) -> None:
         """query_ids: the queries to fuse (each method must score them); default, those every method scores.
+        names: the fused methods' names, one per scorer, for the report (empty: not named).
         weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead;
         head_pool: they are picked from its top head_pool in the other methods' order, head_pool_ratio:
         among the rows scoring at least that share of its best; follow: how many of its top follow the
@@ -207,7 +209,10 @@ class FusionScorer:
             raise ValueError("rank fusion needs at least two methods")
         if not 0 <= head_method < len(scorers):
             raise ValueError(f"rank fusion: head_method {head_method} is not one of the {len(scorers)} methods")
+        if names is not None and len(names) != len(scorers):
+            raise ValueError(f"rank fusion: {len(names)} names for {len(scorers)} methods; give one name per method")
         self.scorers = list(scorers)
+        self.names = list(names or [])
         common = set(scorers[0].query_ids).intersection(*(scorer.query_ids for scorer in scorers[1:]))
         if query_ids is None:
             self.query_ids = [query_id for query_id in scorers[0].query_ids if query_id in common]
