@@ -202,6 +202,15 @@ def test_training_texts_keep_each_texts_first_max_repeats_rows_in_corpus_order()
         training_texts(corpus, replace(TINY, max_repeats=-1))
 
 
+def test_split_sentences_trains_every_rows_sentences_in_order_then_caps_repeated_sentences() -> None:
+    corpus = pl.DataFrame({"id": list("abc"), "text": ["A b. C d.", "Filler here. E f.", "Filler here. A b."]})
+    split = replace(TINY, split_sentences=True)
+    assert training_texts(corpus, replace(split, max_repeats=0)) == ["A b.", "C d.", "Filler here.", "E f.",
+                                                                     "Filler here.", "A b."]
+    assert training_texts(corpus, replace(split, max_repeats=1)) == ["A b.", "C d.", "Filler here.", "E f."]
+    assert training_texts(corpus, replace(split, max_repeats=0, split_sentences=False)) == corpus["text"].to_list()
+
+
 def test_a_repeat_cap_trains_an_epoch_on_the_capped_rows_and_says_so(corpus, tmp_path: Path) -> None:
     tripled = pl.concat([corpus, corpus.with_columns(id=pl.col("id") + "-2"), corpus.with_columns(id=pl.col("id") + "-3")])
     capped = 2 * corpus["text"].n_unique()  # every text occurs at least 3 times: each trains twice

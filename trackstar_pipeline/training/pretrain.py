@@ -37,6 +37,7 @@ from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokeni
 from trackstar_pipeline.training.adaptive import (TrainingPlan, at_width, candidate_widths, corpus_probe, plan_training,
                                                    probe_due)
 from trackstar_pipeline.training.recall import fact_recall
+from trackstar_pipeline.training.sentences import split_sentences
 from trackstar_pipeline.settings import TrainingSettings
 
 MODEL_SUBDIR = "model"
@@ -122,12 +123,17 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[l
 
 
 def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> list[str]:
-    """The texts an epoch trains on, in corpus order: every row's, or each text's first max_repeats rows."""
+    """The texts an epoch trains on, in corpus order: every row's (or, split_sentences, every row's sentences in
+    order), or each text's first max_repeats occurrences."""
     if settings.max_repeats < 0:
         raise ValueError(f"training.max_repeats is {settings.max_repeats}: give 0 (every row) or a positive cap")
+    texts = corpus["text"].to_list()
+    if settings.split_sentences:
+        texts = [sentence for text in texts for sentence in split_sentences(text)]
     if settings.max_repeats == 0:
-        return corpus["text"].to_list()
-    return corpus.filter(pl.int_range(pl.len()).over("text") < settings.max_repeats)["text"].to_list()
+        return texts
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    return frame.filter(pl.int_range(pl.len()).over("text") < settings.max_repeats)["text"].to_list()
 
 
 def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
@@ -442,11 +448,15 @@ class CrowdingWatch:
         return threads
 
 
-def rows_described(trained: int, corpus_rows: int, max_repeats: int) -> str:
-    """The progress line's row count, and how many rows the repeat cap (training.max_repeats) left out."""
+def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings) -> str:
+    """The progress line's count of texts trained, and how split_sentences and max_repeats got it from the rows."""
+    if settings.split_sentences:
+        return (f"{trained} sentences of {corpus_rows} rows (training.split_sentences; an epoch trains a sentence "
+                f"at most {settings.max_repeats or 'any number of'} times: training.max_repeats)")
     if trained == corpus_rows:
         return f"{corpus_rows} rows"
-    return f"{trained} of {corpus_rows} rows (an epoch trains a text at most {max_repeats}x: training.max_repeats)"
+    return (f"{trained} of {corpus_rows} rows (an epoch trains a text at most {settings.max_repeats}x: "
+            "training.max_repeats)")
 
 
 def _format_eta(seconds: float) -> str:
@@ -542,7 +552,7 @@ def pretrain(
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
-        f"{rows_described(len(rows), corpus.height, settings.max_repeats)}, {total_steps} steps on {torch.get_num_threads()} threads, "
+        f"{rows_described(len(rows), corpus.height, settings)}, {total_steps} steps on {torch.get_num_threads()} threads, "
         f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan_text}"
     )
     model.train()
