@@ -524,6 +524,12 @@ def test_a_packed_step_trains_on_the_packed_sequences(packing: str, step: int) -
     settings = replace(TINY, max_length=10, packing=packing, max_grad_norm=0.0)
     loss = training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, settings, step)
     assert loss == pytest.approx(expected, rel=1e-6)
+    # pack_length (the model's context with split_sentences) decides the packing instead of max_length
+    shorter = replace(settings, max_length=5)
+    assert training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, shorter, step,
+                         pack_length=10) == pytest.approx(expected, rel=1e-6)
+    assert training_step(model, torch.optim.SGD(model.parameters(), lr=0.0), PACK_ROWS, 0, None, shorter,
+                         step) != pytest.approx(expected, rel=1e-6)
 
 
 def test_model_context_fits_the_longest_row_up_to_max_context() -> None:
@@ -563,6 +569,26 @@ def test_a_row_longer_than_max_length_is_trained_and_attributed_whole(corpus, tm
     encoded = encode_corpus(long_corpus["id"].to_list(), long_corpus["text"].to_list(), tokenizer,
                             context_length(model, None), "truncate")
     assert encoded.truncated_ids == []  # attribution reads it whole too
+
+
+def test_split_sentences_sizes_the_context_to_the_longest_row_and_packs_steps_up_to_it(corpus, tmp_path: Path) -> None:
+    """Trained on sentences, the model must still read a paragraph row whole in attribution, and packed steps
+    reach every position of that row."""
+    from trackstar_pipeline.training.pretrain import pack_length_for
+
+    long_corpus = _long_row_corpus(corpus, 12)
+    settings = replace(TINY, epochs=1, split_sentences=True)
+    lines: list[str] = []
+    result = pretrain(long_corpus, settings, tmp_path / "split", progress=lines.append)
+    model, tokenizer = load_model(str(result.model_dir))
+    row_tokens = len(tokenizer(long_corpus["text"][0], add_special_tokens=False)["input_ids"]) + 2  # BOS, EOS
+    assert row_tokens > settings.max_length
+    assert model.config.max_position_embeddings == result.context_length == row_tokens and result.rows_cut == 0
+    assert pack_length_for(result.context_length, settings) == row_tokens
+    assert pack_length_for(result.context_length, replace(settings, split_sentences=False)) == settings.max_length
+    sentences = len(training_texts(long_corpus, settings))
+    assert sentences > long_corpus.height
+    assert any(f"{sentences} sentences of 200 rows (training.split_sentences" in line for line in lines)
 
 
 def test_a_row_longer_than_max_context_is_cut_with_a_warning(corpus, tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ class PretrainResult:
     context_length: int = 0
     """The model's context (max_position_embeddings): training.max_length, or the longest row up to max_context."""
     rows_cut: int = 0
-    """Rows trained (those training.max_repeats keeps) longer than that context, trained on their first
-    context_length tokens only."""
+    """Rows longer than that context, read on their first context_length tokens only: the rows trained (those
+    training.max_repeats keeps), or with split_sentences every corpus row (the model's context is sized to the
+    rows attribution reads)."""
 
 
 def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase,
@@ -142,6 +143,12 @@ def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
     return max(settings.max_length, min(max(lengths, default=0), settings.max_context))
 
 
+def pack_length_for(context_length: int, settings: TrainingSettings) -> int:
+    """The longest packed sequence: training.max_length, or with split_sentences the model's whole context, so
+    training reaches every position of the longest row that attribution reads, not only a sentence's."""
+    return context_length if settings.split_sentences else settings.max_length
+
+
 def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> list[list[int]]:
     """A step's rows (each BOS + text + EOS) laid out as the sequences the model trains on (training.packing).
 
@@ -184,9 +191,12 @@ def step_packing(packing: str, step: int) -> str:
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: list[list[int]], pad_id: int,
-                  dtype: torch.dtype | None, settings: TrainingSettings, step: int = 0) -> float:
-    """One optimizer step on these rows (the loop and the speed measurement both take it); the loss."""
-    sequences = packed_sequences(rows, settings.max_length, step_packing(settings.packing, step))
+                  dtype: torch.dtype | None, settings: TrainingSettings, step: int = 0,
+                  pack_length: int | None = None) -> float:
+    """One optimizer step on these rows (the loop and the speed measurement both take it); the loss.
+
+    pack_length: the longest packed sequence (pack_length_for), training.max_length when None."""
+    sequences = packed_sequences(rows, pack_length or settings.max_length, step_packing(settings.packing, step))
     input_ids, attention, labels = _batch(sequences, pad_id)
     with autocast(torch.device("cpu"), dtype):
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
@@ -213,7 +223,7 @@ def bfloat16_instead(plan: TrainingPlan, settings: TrainingSettings) -> bool:
 
 def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
                           lengths: list[int], dtype: torch.dtype | None, warmup: int = 2,
-                          timed: int = 8) -> Callable[[int], float]:
+                          timed: int = 8, context_length: int | None = None) -> Callable[[int], float]:
     """tokens_per_s(width) for plan_training: steps of a throwaway model at that width, timed.
 
     Every step takes the same batch, epoch 0's batch of median token count (the corpus's own lengths,
@@ -231,16 +241,18 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     batch_rows = [rows[i] for i in batch]
     tokens = sum(lengths[i] for i in batch)
     speeds: dict[int, float] = {}
+    context = context_length or model_context(lengths, settings)
 
     def tokens_per_s(width: int) -> float:
         if width not in speeds:
             with torch.random.fork_rng():
-                model = build_model(at_width(settings, width), tokenizer, model_context(lengths, settings))
+                model = build_model(at_width(settings, width), tokenizer, context)
                 optimizer = build_optimizer(model, settings)
                 fastest = [math.inf, math.inf]  # per step parity: mixed packing alternates two layouts
                 for number in range(warmup + timed):
                     start = time.perf_counter()
-                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings, number)
+                    training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings, number,
+                                  pack_length_for(context, settings))
                     if number >= warmup:
                         fastest[number % 2] = min(fastest[number % 2], time.perf_counter() - start)
             speeds[width] = SUSTAINED_FRACTION * 2 * tokens / max(sum(fastest), 1e-9)
@@ -361,7 +373,8 @@ def training_threads(settings: TrainingSettings) -> int:
 
 
 def faster_thread_count(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase, rows: list[list[int]],
-                        lengths: list[int], dtype: torch.dtype | None) -> tuple[int, Callable[[int], float]]:
+                        lengths: list[int], dtype: torch.dtype | None,
+                        context_length: int | None = None) -> tuple[int, Callable[[int], float]]:
     """One thread or every core, whichever trains faster here now (num_threads 0 with a measured speed).
 
     On an idle 2-core machine two threads trained the 128-wide model 1.7x as fast as one; on a machine whose
@@ -372,7 +385,8 @@ def faster_thread_count(settings: TrainingSettings, tokenizer: PreTrainedTokeniz
     measured = {}
     for count in sorted({1, os.cpu_count() or 1}):
         torch.set_num_threads(count)
-        measured[count] = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
+        measured[count] = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype,
+                                                context_length=context_length)
         measured[count](width)
     count = max(measured, key=lambda count: (measured[count](width), -count))
     torch.set_num_threads(count)
@@ -488,10 +502,13 @@ def pretrain(
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
     rows = encode_texts(training_texts(corpus, settings), tokenizer)
-    context_length = model_context([len(row) for row in rows], settings)
-    rows_cut = sum(len(row) > context_length for row in rows)
+    read = encode_texts(corpus["text"].to_list(), tokenizer) if settings.split_sentences else rows
+    context_length = model_context([len(row) for row in read], settings)  # attribution reads whole rows
+    pack_length = pack_length_for(context_length, settings)
+    rows_cut = sum(len(row) > context_length for row in read)
     if rows_cut:
-        progress(f"WARNING: {rows_cut} of the {len(rows)} rows trained are longer than training.max_context "
+        progress(f"WARNING: {rows_cut} of the {len(read)} rows {'read' if settings.split_sentences else 'trained'} "
+                 "are longer than training.max_context "
                  f"({settings.max_context} tokens with BOS and EOS); the model reads their first {context_length} "
                  "tokens only, in pretraining and in attribution. Split long documents into passages, or raise "
                  "training.max_context")
@@ -515,15 +532,15 @@ def pretrain(
         if settings.nominal_tokens_per_s == "auto":
             progress("measuring this machine's training speed for the plan (training.nominal_tokens_per_s: auto)")
             if settings.num_threads == 0:
-                _, speed = faster_thread_count(settings, tokenizer, rows, lengths, dtype)
+                _, speed = faster_thread_count(settings, tokenizer, rows, lengths, dtype, context_length)
             else:
-                speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype)
+                speed = measured_tokens_per_s(settings, tokenizer, rows, lengths, dtype, context_length=context_length)
         plan = plan_training(sum(lengths), settings, speed)
         if bfloat16_instead(plan, settings):
             progress("float32 overruns training.max_time_s even at the narrowest width; measuring bfloat16 "
                      "(training.bfloat16_over_time)")
             bfloat16_plan = plan_training(sum(lengths), settings, measured_tokens_per_s(
-                settings, tokenizer, rows, lengths, torch.bfloat16))
+                settings, tokenizer, rows, lengths, torch.bfloat16, context_length=context_length))
             if bfloat16_plan.predicted_seconds < plan.predicted_seconds:
                 plan, dtype = replace(bfloat16_plan, switched_from_float32=True), torch.bfloat16
         plan = replace(plan, precision="bfloat16" if dtype is not None else "float32", threads=torch.get_num_threads(),
@@ -571,7 +588,7 @@ def pretrain(
             indices = batches[offset]
             learning_rate = optimizer.param_groups[0]["lr"]
             loss_value = training_step(model, optimizer, [rows[i] for i in indices], tokenizer.pad_token_id, dtype,
-                                       settings, step)
+                                       settings, step, pack_length)
             scheduler.step()
             step += 1
             window_examples += len(indices)
