@@ -200,10 +200,12 @@ class TrainingSettings:
     272 s, 0.926; at 1, 31 epochs in 317 s, 0.918 (seed 1: 0.874). Generated world 3 at 20k rows (its repeats
     mostly fact statements): every row 0.818 in 414 s, at 4 0.820 in 383 s, at 1 0.720 in 326 s (repeated
     statements go too, and at the min_epochs floor the epochs are shorter)."""
-    split_sentences: bool = False
-    """Pretrain on each row's sentences as separate texts (training/sentences.py's rule), before max_repeats. A row
-    of several facts then teaches each fact on its own, not only behind the sentences it happens to follow; rows
-    of one sentence train as before. Attribution still scores whole rows."""
+    split_sentences: int = 3
+    """A row of at least this many sentences (training/sentences.py's rule) is pretrained as its sentences, each
+    its own text, before max_repeats; 0: never. A passage of several facts then teaches each fact on its own,
+    not only behind the sentences it happens to follow (packed steps still put it behind other text), while a
+    row of a lead sentence and a statement keeps that shape, as a query's lead-in has it. Attribution still
+    reads whole rows, and the model's context fits the longest row. Session 15 (docs/quality_results.md)."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;

@@ -203,12 +203,20 @@ def test_training_texts_keep_each_texts_first_max_repeats_rows_in_corpus_order()
 
 
 def test_split_sentences_trains_every_rows_sentences_in_order_then_caps_repeated_sentences() -> None:
-    corpus = pl.DataFrame({"id": list("abc"), "text": ["A b. C d.", "Filler here. E f.", "Filler here. A b."]})
-    split = replace(TINY, split_sentences=True)
-    assert training_texts(corpus, replace(split, max_repeats=0)) == ["A b.", "C d.", "Filler here.", "E f.",
-                                                                     "Filler here.", "A b."]
-    assert training_texts(corpus, replace(split, max_repeats=1)) == ["A b.", "C d.", "Filler here.", "E f."]
-    assert training_texts(corpus, replace(split, max_repeats=0, split_sentences=False)) == corpus["text"].to_list()
+    corpus = pl.DataFrame({"id": list("abcd"), "text": ["A b. C d.", "Filler here. E f. G h.", "Filler here. A b.",
+                                                        "One more."]})
+    every = replace(TINY, split_sentences=2)
+    assert training_texts(corpus, replace(every, max_repeats=0)) == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
+                                                                     "Filler here.", "A b.", "One more."]
+    assert training_texts(corpus, replace(every, max_repeats=1)) == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
+                                                                     "One more."]
+    # at 3, only the row of three sentences is split; 1 splits as 2 does (a row of one sentence is itself)
+    assert training_texts(corpus, replace(every, split_sentences=3, max_repeats=0)) == [
+        "A b. C d.", "Filler here.", "E f.", "G h.", "Filler here. A b.", "One more."]
+    assert training_texts(corpus, replace(every, split_sentences=1)) == training_texts(corpus, every)
+    assert training_texts(corpus, replace(every, max_repeats=0, split_sentences=0)) == corpus["text"].to_list()
+    with pytest.raises(ValueError, match="split_sentences"):
+        training_texts(corpus, replace(every, split_sentences=-1))
 
 
 def test_a_repeat_cap_trains_an_epoch_on_the_capped_rows_and_says_so(corpus, tmp_path: Path) -> None:
@@ -556,7 +564,7 @@ def test_a_row_longer_than_max_length_is_trained_and_attributed_whole(corpus, tm
     from trackstar_pipeline.attribution.examples import context_length, encode_corpus
 
     long_corpus = _long_row_corpus(corpus, 12)
-    settings = replace(TINY, epochs=1)
+    settings = replace(TINY, epochs=1, split_sentences=0)  # trained whole (split rows: the test after next)
     lines: list[str] = []
     result = pretrain(long_corpus, settings, tmp_path / "long", progress=lines.append)
     model, tokenizer = load_model(str(result.model_dir))
@@ -574,26 +582,27 @@ def test_a_row_longer_than_max_length_is_trained_and_attributed_whole(corpus, tm
 def test_split_sentences_sizes_the_context_to_the_longest_row_and_packs_steps_up_to_it(corpus, tmp_path: Path) -> None:
     """Trained on sentences, the model must still read a paragraph row whole in attribution, and packed steps
     reach every position of that row."""
-    from trackstar_pipeline.training.pretrain import pack_length_for
+    from trackstar_pipeline.training.pretrain import encode_texts, pack_length_for
 
     long_corpus = _long_row_corpus(corpus, 12)
-    settings = replace(TINY, epochs=1, split_sentences=True)
+    settings = replace(TINY, epochs=1, split_sentences=2)
     lines: list[str] = []
     result = pretrain(long_corpus, settings, tmp_path / "split", progress=lines.append)
     model, tokenizer = load_model(str(result.model_dir))
     row_tokens = len(tokenizer(long_corpus["text"][0], add_special_tokens=False)["input_ids"]) + 2  # BOS, EOS
     assert row_tokens > settings.max_length
     assert model.config.max_position_embeddings == result.context_length == row_tokens and result.rows_cut == 0
-    assert pack_length_for(result.context_length, settings) == row_tokens
-    assert pack_length_for(result.context_length, replace(settings, split_sentences=False)) == settings.max_length
-    sentences = len(training_texts(long_corpus, settings))
-    assert sentences > long_corpus.height
-    assert any(f"{sentences} sentences of 200 rows (training.split_sentences" in line for line in lines)
+    trained = [len(row) for row in encode_texts(training_texts(long_corpus, settings), tokenizer)]
+    assert max(trained) < row_tokens and pack_length_for(result.context_length, trained, settings) == row_tokens
+    unsplit = [len(row) for row in encode_texts(long_corpus["text"].to_list(), tokenizer)]
+    assert pack_length_for(result.context_length, unsplit, settings) == settings.max_length  # the long row is trained
+    assert len(trained) > long_corpus.height
+    assert any(f"{len(trained)} texts from 200 rows (1 rows of 2+ sentences" in line for line in lines)
 
 
 def test_a_row_longer_than_max_context_is_cut_with_a_warning(corpus, tmp_path: Path) -> None:
     long_corpus = _long_row_corpus(corpus, 40)
-    settings = replace(TINY, epochs=1, max_context=60)
+    settings = replace(TINY, epochs=1, max_context=60, split_sentences=0)
     lines: list[str] = []
     result = pretrain(long_corpus, settings, tmp_path / "cut", progress=lines.append)
     model, tokenizer = load_model(str(result.model_dir))

@@ -66,9 +66,9 @@ class PretrainResult:
     context_length: int = 0
     """The model's context (max_position_embeddings): training.max_length, or the longest row up to max_context."""
     rows_cut: int = 0
-    """Rows longer than that context, read on their first context_length tokens only: the rows trained (those
-    training.max_repeats keeps), or with split_sentences every corpus row (the model's context is sized to the
-    rows attribution reads)."""
+    """Rows longer than that context, read on their first context_length tokens only: every corpus row with
+    split_sentences (the model's context is sized to the rows attribution reads), else the rows trained (those
+    training.max_repeats keeps)."""
 
 
 def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase,
@@ -123,14 +123,23 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[l
     return [[tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id] for ids in encoded]
 
 
+def passage_texts(text: str, split_from: int) -> list[str]:
+    """The text's sentences when it has at least split_from of them, else the text itself."""
+    sentences = split_sentences(text)
+    return sentences if len(sentences) >= max(split_from, 2) else [text]
+
+
 def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> list[str]:
-    """The texts an epoch trains on, in corpus order: every row's (or, split_sentences, every row's sentences in
-    order), or each text's first max_repeats occurrences."""
+    """The texts an epoch trains on, in corpus order: every row's (a row of split_sentences sentences or more as
+    its sentences, in order), or each text's first max_repeats occurrences."""
     if settings.max_repeats < 0:
         raise ValueError(f"training.max_repeats is {settings.max_repeats}: give 0 (every row) or a positive cap")
+    if settings.split_sentences < 0:
+        raise ValueError(f"training.split_sentences is {settings.split_sentences}: give 0 (never) or the least "
+                         "number of sentences a row is split at")
     texts = corpus["text"].to_list()
     if settings.split_sentences:
-        texts = [sentence for text in texts for sentence in split_sentences(text)]
+        texts = [piece for text in texts for piece in passage_texts(text, settings.split_sentences)]
     if settings.max_repeats == 0:
         return texts
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
@@ -143,10 +152,11 @@ def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
     return max(settings.max_length, min(max(lengths, default=0), settings.max_context))
 
 
-def pack_length_for(context_length: int, settings: TrainingSettings) -> int:
-    """The longest packed sequence: training.max_length, or with split_sentences the model's whole context, so
-    training reaches every position of the longest row that attribution reads, not only a sentence's."""
-    return context_length if settings.split_sentences else settings.max_length
+def pack_length_for(context_length: int, lengths: Sequence[int], settings: TrainingSettings) -> int:
+    """The longest packed sequence: training.max_length, or the model's whole context when no trained text
+    reaches it (rows split into sentences, split_sentences), so training reaches every position of the longest
+    row that attribution reads."""
+    return context_length if max(lengths, default=0) < context_length else settings.max_length
 
 
 def packed_sequences(rows: list[list[int]], max_length: int, packing: str) -> list[list[int]]:
@@ -252,7 +262,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
                 for number in range(warmup + timed):
                     start = time.perf_counter()
                     training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings, number,
-                                  pack_length_for(context, settings))
+                                  pack_length_for(context, lengths, settings))
                     if number >= warmup:
                         fastest[number % 2] = min(fastest[number % 2], time.perf_counter() - start)
             speeds[width] = SUSTAINED_FRACTION * 2 * tokens / max(sum(fastest), 1e-9)
@@ -462,11 +472,12 @@ class CrowdingWatch:
         return threads
 
 
-def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings) -> str:
+def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings, rows_split: int = 0) -> str:
     """The progress line's count of texts trained, and how split_sentences and max_repeats got it from the rows."""
-    if settings.split_sentences:
-        return (f"{trained} sentences of {corpus_rows} rows (training.split_sentences; an epoch trains a sentence "
-                f"at most {settings.max_repeats or 'any number of'} times: training.max_repeats)")
+    if rows_split:
+        return (f"{trained} texts from {corpus_rows} rows ({rows_split} rows of {settings.split_sentences}+ sentences "
+                f"as their sentences: training.split_sentences; an epoch trains a text at most "
+                f"{settings.max_repeats or 'any number of'} times: training.max_repeats)")
     if trained == corpus_rows:
         return f"{corpus_rows} rows"
     return (f"{trained} of {corpus_rows} rows (an epoch trains a text at most {settings.max_repeats}x: "
@@ -502,18 +513,20 @@ def pretrain(
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
     rows = encode_texts(training_texts(corpus, settings), tokenizer)
-    read = encode_texts(corpus["text"].to_list(), tokenizer) if settings.split_sentences else rows
+    rows_split = sum(len(passage_texts(text, settings.split_sentences)) > 1 for text in corpus["text"].to_list()
+                     ) if settings.split_sentences else 0
+    read = encode_texts(corpus["text"].to_list(), tokenizer) if rows_split else rows
     context_length = model_context([len(row) for row in read], settings)  # attribution reads whole rows
-    pack_length = pack_length_for(context_length, settings)
     rows_cut = sum(len(row) > context_length for row in read)
     if rows_cut:
-        progress(f"WARNING: {rows_cut} of the {len(read)} rows {'read' if settings.split_sentences else 'trained'} "
+        progress(f"WARNING: {rows_cut} of the {len(read)} rows {'read' if rows_split else 'trained'} "
                  "are longer than training.max_context "
                  f"({settings.max_context} tokens with BOS and EOS); the model reads their first {context_length} "
                  "tokens only, in pretraining and in attribution. Split long documents into passages, or raise "
                  "training.max_context")
         rows = [row[:context_length] for row in rows]
     lengths = [len(row) for row in rows]
+    pack_length = pack_length_for(context_length, lengths, settings)
     dtype = autocast_dtype(settings.precision, torch.device("cpu"))
     state = torch.load(checkpoint_path, weights_only=False) if checkpoint_path.is_file() else None
     if state is not None and state["fingerprint"] != key:
@@ -569,7 +582,7 @@ def pretrain(
     parameters = sum(p.numel() for p in model.parameters())
     progress(
         f"pretraining {parameters / 1e6:.2f}M parameters with {settings.optimizer}: "
-        f"{rows_described(len(rows), corpus.height, settings)}, {total_steps} steps on {torch.get_num_threads()} threads, "
+        f"{rows_described(len(rows), corpus.height, settings, rows_split)}, {total_steps} steps on {torch.get_num_threads()} threads, "
         f"{'bfloat16 autocast' if dtype is not None else 'float32'}; {plan_text}"
     )
     model.train()
