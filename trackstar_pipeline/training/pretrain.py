@@ -7,7 +7,9 @@ pretraining packs documents, so the model reads facts behind other text as well 
 A row longer than that is read whole (the model's context fits the corpus's longest row, up to
 max_context), and a step of long rows holds fewer of them (batch_tokens), so each fact keeps its share. An
 epoch trains a text that many rows repeat exactly at most max_repeats times, so boilerplate leaves the time
-budget to the facts.
+budget to the facts. A row of split_sentences sentences or more (a passage of several facts) is trained as its
+sentences, so each fact is learned on its own and not only behind the sentences of its one passage; the model's
+context still fits the longest row, which attribution reads whole.
 Outputs, all under output_dir/model/: the save_pretrained weights and tokenizer, optimizer.pt
 (torch.save(optimizer.state_dict()) over model.parameters() in order, the HF Trainer format) and
 training_state.json; the loss per step goes to output_dir/train_log.jsonl. A checkpoint every
@@ -66,9 +68,9 @@ class PretrainResult:
     context_length: int = 0
     """The model's context (max_position_embeddings): training.max_length, or the longest row up to max_context."""
     rows_cut: int = 0
-    """Rows longer than that context, read on their first context_length tokens only: every corpus row with
-    split_sentences (the model's context is sized to the rows attribution reads), else the rows trained (those
-    training.max_repeats keeps)."""
+    """Rows longer than that context, read on their first context_length tokens only: of every corpus row when
+    some were split into sentences (the model's context is sized to the rows attribution reads), else of the
+    rows trained (those training.max_repeats keeps)."""
 
 
 def build_model(settings: TrainingSettings, tokenizer: PreTrainedTokenizerBase,
