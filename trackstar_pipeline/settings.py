@@ -323,8 +323,8 @@ class EvaluationSettings:
     own fact (its MRR) but moved the model less: over 15 saved benchmark runs (sessions 11-14) R_train only's
     tail-patch@10 beat the table's lambda 'auto' on 12, at 0.01-0.05 lower MRR, which the fusion takes from
     BM25. Replayed on those runs, the fusion's tail-patch target held on 11 of 12 sentence-world runs with
-    R_train only and on 7 with the table's ranking; on five sentence worlds run after the choice, 3 of 5 (the
-    embedded world and Wikidata miss inside noise) against 1 or 2 (docs/quality_results.md, session 15).
+    R_train only and on 7 with the table's ranking; on six sentence worlds run after the choice, 3 of 6 (the
+    embedded world, Wikidata and generated world 19 miss inside noise) against 1 or 2 (docs/quality_results.md, session 15).
     Without curvature every lambda is 'trackstar'."""
 
     @property
