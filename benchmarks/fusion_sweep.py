@@ -130,15 +130,15 @@ def rule_rankings(saved: dict[str, Any]) -> Iterator[tuple[str, dict[str, list[t
     """(label, fused ranking per query): the default, then every rule of RULES this run can replay (fusing the
     table's trackstar, as they were measured), the default with each other TrackStar ranking saved, then
     SECOND_ROW_RULES on the default."""
-    yield f"default (session 15: fuses {default_component(saved)})", default_fusion(saved)
+    component, default = default_component(saved), default_fusion(saved)
+    yield f"default (session 15: fuses {component})", default
     for label, weight, rrf_k, head, head_pool, ratio, follow in RULES:
         if ratio > 0 and "open_set_scores" not in saved:
             continue  # rankings.json from before quality.py saved scores
         yield label, fused(saved, weight, rrf_k, head, head_pool, ratio, follow)
-    for component in COMPONENTS:
-        if component in saved["open_set"] and component != default_component(saved):
-            yield f"the default's rule, fusing {component}", default_fusion(saved, component)
-    default = default_fusion(saved)
+    for other in COMPONENTS:
+        if other in saved["open_set"] and other != component:
+            yield f"the default's rule, fusing {other}", default_fusion(saved, other)
     for label, trigger in SECOND_ROW_RULES:
         yield label, with_second_row(saved, default, trigger)
 

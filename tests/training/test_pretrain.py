@@ -195,9 +195,9 @@ def test_a_run_with_token_capped_batches_resumes_to_the_same_weights(corpus, tmp
 
 def test_training_texts_keep_each_texts_first_max_repeats_rows_in_corpus_order() -> None:
     corpus = pl.DataFrame({"id": list("abcdefg"), "text": ["x y", "z", "x y", "w", "z", "x y", "z"]})
-    assert training_texts(corpus, replace(TINY, max_repeats=1)) == ["x y", "z", "w"]
-    assert training_texts(corpus, replace(TINY, max_repeats=2)) == ["x y", "z", "x y", "w", "z"]
-    assert training_texts(corpus, replace(TINY, max_repeats=0)) == corpus["text"].to_list()
+    assert training_texts(corpus, replace(TINY, max_repeats=1)).texts == ["x y", "z", "w"]
+    assert training_texts(corpus, replace(TINY, max_repeats=2)).texts == ["x y", "z", "x y", "w", "z"]
+    assert training_texts(corpus, replace(TINY, max_repeats=0)).texts == corpus["text"].to_list()
     with pytest.raises(ValueError, match="max_repeats"):
         training_texts(corpus, replace(TINY, max_repeats=-1))
 
@@ -206,15 +206,16 @@ def test_split_sentences_trains_every_rows_sentences_in_order_then_caps_repeated
     corpus = pl.DataFrame({"id": list("abcd"), "text": ["A b. C d.", "Filler here. E f. G h.", "Filler here. A b.",
                                                         "One more."]})
     every = replace(TINY, split_sentences=2)
-    assert training_texts(corpus, replace(every, max_repeats=0)) == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
+    assert training_texts(corpus, replace(every, max_repeats=0)).texts == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
                                                                      "Filler here.", "A b.", "One more."]
-    assert training_texts(corpus, replace(every, max_repeats=1)) == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
+    assert training_texts(corpus, replace(every, max_repeats=1)).texts == ["A b.", "C d.", "Filler here.", "E f.", "G h.",
                                                                      "One more."]
     # at 3, only the row of three sentences is split; 1 splits as 2 does (a row of one sentence is itself)
-    assert training_texts(corpus, replace(every, split_sentences=3, max_repeats=0)) == [
+    assert training_texts(corpus, replace(every, split_sentences=3, max_repeats=0)).texts == [
         "A b. C d.", "Filler here.", "E f.", "G h.", "Filler here. A b.", "One more."]
-    assert training_texts(corpus, replace(every, split_sentences=1)) == training_texts(corpus, every)
-    assert training_texts(corpus, replace(every, max_repeats=0, split_sentences=0)) == corpus["text"].to_list()
+    assert training_texts(corpus, replace(every, split_sentences=1)).texts == training_texts(corpus, every).texts
+    assert [training_texts(corpus, replace(every, split_sentences=n)).rows_split for n in (0, 2, 3)] == [0, 3, 1]
+    assert training_texts(corpus, replace(every, max_repeats=0, split_sentences=0)).texts == corpus["text"].to_list()
     with pytest.raises(ValueError, match="split_sentences"):
         training_texts(corpus, replace(every, split_sentences=-1))
 
@@ -592,7 +593,7 @@ def test_split_sentences_sizes_the_context_to_the_longest_row_and_packs_steps_up
     row_tokens = len(tokenizer(long_corpus["text"][0], add_special_tokens=False)["input_ids"]) + 2  # BOS, EOS
     assert row_tokens > settings.max_length
     assert model.config.max_position_embeddings == result.context_length == row_tokens and result.rows_cut == 0
-    trained = [len(row) for row in encode_texts(training_texts(long_corpus, settings), tokenizer)]
+    trained = [len(row) for row in encode_texts(training_texts(long_corpus, settings).texts, tokenizer)]
     assert max(trained) < row_tokens and pack_length_for(result.context_length, trained, settings) == row_tokens
     unsplit = [len(row) for row in encode_texts(long_corpus["text"].to_list(), tokenizer)]
     assert pack_length_for(result.context_length, unsplit, settings) == settings.max_length  # the long row is trained

@@ -149,8 +149,11 @@ class _Encoder:
 
 def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: int, query_ids: Sequence[str],
                    encoder: _Encoder | None, query_examples: Sequence[TokenizedExample] | None,
-                   progress: Callable[[str], None]) -> tuple[dict[str, ShardMethod], dict[str, str], float | None]:
-    """TrackStar, its ablations, the d sweep and embed: (name -> streamed method, alias -> name, lambda used)."""
+                   fused_trackstar: str, progress: Callable[[str], None],
+                   ) -> tuple[dict[str, ShardMethod], dict[str, str], float | None]:
+    """TrackStar, its ablations, the d sweep and embed: (name -> streamed method, alias -> name, lambda used).
+
+    fused_trackstar: the TrackStar ranking trackstar+bm25 takes (lambda_method_name), streamed with the others."""
     settings, model = inputs.settings, inputs.model
     attribution = settings.attribution
     new_pass = None
@@ -177,7 +180,7 @@ def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: in
     if gradients is not None:
         evaluation = settings.evaluation
         lambdas = tuple(evaluation.lambda_sweep)
-        if lambda_method_name(attribution, evaluation.fusion_trackstar_lambda).startswith("trackstar_lambda"):
+        if fused_trackstar.startswith("trackstar_lambda"):
             lambdas += (evaluation.fusion_trackstar_lambda,)  # the fusion's TrackStar, streamed with the others
         built, aliases, lambda_used = trackstar_methods(gradients, query_ids, attribution, new_pass,
                                                         inputs.second_moments, evaluation.projection_dim_sweep,
@@ -218,7 +221,7 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     encoder = _Encoder(inputs) if inputs.model is not None else None
     query_examples = encoder.queries(inputs.queries) if encoder is not None else None
     streamed, aliases, lambda_used = _model_methods(inputs, corpus, n_corpus, query_ids, encoder, query_examples,
-                                                    progress)
+                                                    fused_trackstar, progress)
     if bm25 is not None:
         streamed["bm25"] = Bm25Method(bm25)
     streamed.setdefault("random", RandomMethod(query_ids, evaluation.seed))

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import polars as pl
 import torch
@@ -131,7 +131,14 @@ def passage_texts(text: str, split_from: int) -> list[str]:
     return sentences if len(sentences) >= max(split_from, 2) else [text]
 
 
-def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> list[str]:
+class TrainingTexts(NamedTuple):
+    """What an epoch trains on, and how many corpus rows split_sentences split to get it."""
+
+    texts: list[str]
+    rows_split: int
+
+
+def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> TrainingTexts:
     """The texts an epoch trains on, in corpus order: every row's (a row of split_sentences sentences or more as
     its sentences, in order), or each text's first max_repeats occurrences."""
     if settings.max_repeats < 0:
@@ -139,13 +146,16 @@ def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> list[str
     if settings.split_sentences < 0:
         raise ValueError(f"training.split_sentences is {settings.split_sentences}: give 0 (never) or the least "
                          "number of sentences a row is split at")
-    texts = corpus["text"].to_list()
+    texts, rows_split = corpus["text"].to_list(), 0
     if settings.split_sentences:
-        texts = [piece for text in texts for piece in passage_texts(text, settings.split_sentences)]
+        passages = [passage_texts(text, settings.split_sentences) for text in texts]
+        texts = [piece for pieces in passages for piece in pieces]
+        rows_split = sum(len(pieces) > 1 for pieces in passages)
     if settings.max_repeats == 0:
-        return texts
+        return TrainingTexts(texts, rows_split)
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
-    return frame.filter(pl.int_range(pl.len()).over("text") < settings.max_repeats)["text"].to_list()
+    return TrainingTexts(frame.filter(pl.int_range(pl.len()).over("text") < settings.max_repeats)["text"].to_list(),
+                         rows_split)
 
 
 def model_context(lengths: Sequence[int], settings: TrainingSettings) -> int:
@@ -254,6 +264,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
     tokens = sum(lengths[i] for i in batch)
     speeds: dict[int, float] = {}
     context = context_length or model_context(lengths, settings)
+    pack_length = pack_length_for(context, lengths, settings)
 
     def tokens_per_s(width: int) -> float:
         if width not in speeds:
@@ -264,7 +275,7 @@ def measured_tokens_per_s(settings: TrainingSettings, tokenizer: PreTrainedToken
                 for number in range(warmup + timed):
                     start = time.perf_counter()
                     training_step(model, optimizer, batch_rows, tokenizer.pad_token_id, dtype, settings, number,
-                                  pack_length_for(context, lengths, settings))
+                                  pack_length)
                     if number >= warmup:
                         fastest[number % 2] = min(fastest[number % 2], time.perf_counter() - start)
             speeds[width] = SUSTAINED_FRACTION * 2 * tokens / max(sum(fastest), 1e-9)
@@ -514,9 +525,8 @@ def pretrain(
         for stale in model_dir.iterdir():
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
-    rows = encode_texts(training_texts(corpus, settings), tokenizer)
-    rows_split = sum(len(passage_texts(text, settings.split_sentences)) > 1 for text in corpus["text"].to_list()
-                     ) if settings.split_sentences else 0
+    texts, rows_split = training_texts(corpus, settings)
+    rows = encode_texts(texts, tokenizer)
     read = encode_texts(corpus["text"].to_list(), tokenizer) if rows_split else rows
     context_length = model_context([len(row) for row in read], settings)  # attribution reads whole rows
     rows_cut = sum(len(row) > context_length for row in read)
