@@ -64,7 +64,8 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
     corpus = stored_corpus(store, registered_shards(context.instance))
     frame_q = layout.get_parquet(store, layout.QUERIES)
     top = bm25_top_k(corpus, frame_q["id"].to_list(),
-                     query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()), settings.evaluation.top_k)
+                     query_texts(frame_q["prompt"].to_list(), frame_q["completion"].to_list()), settings.evaluation.top_k,
+                     settings.evaluation.bm25_split_sentences)
     frame = layout.rankings_frame(top)
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
     return _result(uri, size, frame, {"corpus_shards": len(corpus.names), "top_k": settings.evaluation.top_k})

@@ -13,6 +13,13 @@ count per vocabulary word), then each shard is scored for all queries at once:
 
 Query tokens absent from the corpus add nothing (bm25s drops them too). bm25s scores in float32,
 this in float64, so scores agree to float32 precision (tests/evaluation/test_bm25.py).
+
+A row of at least `split_sentences` sentences (training/sentences.py's rule; 0: never) is scored by its
+best-matching sentence, each sentence a document of its own in the statistics: "MaxP" (Dai & Callan,
+SIGIR 2019). Over a whole passage of several facts the query's words match across sentences (its subject
+in one fact, its relation in another), and BM25 ranked such a row above the one stating the fact for a
+fifth of the queries; by its best sentence, that row states the fact. Rows of fewer sentences are whole
+documents, as in plain BM25.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
 from trackstar_pipeline.attribution.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.scorers import RowScorer, matrix_scorer
+from trackstar_pipeline.training.sentences import split_sentences as sentences_of
 
 if TYPE_CHECKING:
     from trackstar_pipeline.evaluation.stream import ShardRows
@@ -47,28 +55,68 @@ def query_texts(prompts: Sequence[str], completions: Sequence[str]) -> list[str]
 
 
 @dataclass(frozen=True)
+class ScoredUnits:
+    """A block of corpus rows as the documents BM25 scores: `units` in row order, row i's from `starts[i]`."""
+
+    units: list[str]
+    starts: np.ndarray  # (n_rows,) int64, every row has at least one unit
+
+    @property
+    def is_rows(self) -> bool:
+        return len(self.units) == len(self.starts)
+
+
+def scored_units(texts: Sequence[str], split_sentences: int) -> ScoredUnits:
+    """Each row whole, or as its sentences when it has at least split_sentences of them (> 0)."""
+    if split_sentences <= 0:
+        return ScoredUnits(list(texts), np.arange(len(texts), dtype=np.int64))
+    units: list[str] = []
+    starts = np.empty(len(texts), dtype=np.int64)
+    for row, text in enumerate(texts):
+        starts[row] = len(units)
+        pieces = sentences_of(text)
+        units.extend(pieces if len(pieces) >= split_sentences else [text])
+    return ScoredUnits(units, starts)
+
+
+@dataclass(frozen=True)
 class Bm25Statistics:
-    """Corpus-wide BM25 state: the document count, the total token count and each word's document frequency."""
+    """Corpus-wide BM25 state: the document count, the total token count and each word's document frequency.
+
+    Documents are `scored_units` at `split_sentences`, which the queries' scoring reuses, so both passes cut
+    rows the same way."""
 
     n_documents: int
     total_length: int
     document_frequency: dict[str, int]
+    split_sentences: int = 0
+    n_rows: int = -1
+    """Corpus rows the documents came from (n_documents when no row was split)."""
+
+    def __post_init__(self) -> None:
+        if self.n_rows < 0:
+            object.__setattr__(self, "n_rows", self.n_documents)
 
     @property
     def average_length(self) -> float:
         return self.total_length / self.n_documents if self.n_documents else 0.0
 
 
-def bm25_statistics(text_blocks: Iterable[Sequence[str]]) -> Bm25Statistics:
-    """The first pass: document frequencies and lengths over blocks of corpus texts."""
+def bm25_statistics(text_blocks: Iterable[Sequence[str]], split_sentences: int = 0) -> Bm25Statistics:
+    """The first pass: document frequencies and lengths over blocks of corpus texts (rows of at least
+    split_sentences sentences counted as their sentences; 0: every row whole)."""
+    if split_sentences < 0:
+        raise ValueError(f"bm25: split_sentences must be 0 (never) or a sentence count, got {split_sentences}")
     frequency: Counter[str] = Counter()
-    n_documents = total_length = 0
+    n_documents = total_length = n_rows = 0
     for texts in text_blocks:
-        for tokens in tokenize(texts):
+        units = scored_units(texts, split_sentences).units
+        for tokens in tokenize(units):
             frequency.update(set(tokens))
             total_length += len(tokens)
-        n_documents += len(texts)
-    return Bm25Statistics(n_documents, total_length, dict(frequency))
+        n_documents += len(units)
+        n_rows += len(texts)
+    return Bm25Statistics(n_documents, total_length, dict(frequency), split_sentences, n_rows)
 
 
 class Bm25Queries:
@@ -91,10 +139,15 @@ class Bm25Queries:
         self.n_queries = len(query_tokens)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """(Q, n) float64 BM25 scores of every query against one block of corpus texts."""
-        result = np.zeros((self.n_queries, len(texts)))
+        """(Q, n) float64 BM25 scores of every query against one block of corpus texts (a split row: its best sentence)."""
         if not len(texts) or not self.vocabulary:
-            return result
+            return np.zeros((self.n_queries, len(texts)))
+        block = scored_units(texts, self.statistics.split_sentences)
+        unit_scores = self._unit_scores(block.units)
+        return unit_scores if block.is_rows else np.maximum.reduceat(unit_scores, block.starts, axis=1)
+
+    def _unit_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(Q, n) scores of documents as given."""
         tokens = pl.DataFrame({"tokens": tokenize(texts)}, schema={"tokens": pl.List(pl.String)}).with_row_index("doc")
         lengths = tokens["tokens"].list.len().to_numpy().astype(np.float64)  # (n,)
         terms = pl.DataFrame({"term": self.vocabulary}).with_row_index("column")
@@ -111,25 +164,27 @@ class Bm25Queries:
 
 
 def bm25_scorer(corpus_ids: Sequence[str], corpus_texts: Sequence[str], query_ids: Sequence[str],
-                texts_of_queries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> RowScorer:
+                texts_of_queries: Sequence[str], k1: float = 1.5, b: float = 0.75, split_sentences: int = 0,
+                ) -> RowScorer:
     """A small in-memory corpus as one block (tests, notebooks); evaluation streams the same scores by shard."""
     if len(corpus_ids) != len(corpus_texts):
         raise ValueError(f"bm25: {len(corpus_ids)} corpus ids but {len(corpus_texts)} texts")
     if len(query_ids) != len(texts_of_queries):
         raise ValueError(f"bm25: {len(query_ids)} query ids but {len(texts_of_queries)} query texts")
-    queries = Bm25Queries(bm25_statistics([corpus_texts]), texts_of_queries, k1, b)
+    queries = Bm25Queries(bm25_statistics([corpus_texts], split_sentences), texts_of_queries, k1, b)
     return matrix_scorer(query_ids, corpus_ids, queries.scores(corpus_texts), "bm25")
 
 
-def corpus_bm25(corpus: ShardedCorpus, texts_of_queries: Sequence[str]) -> Bm25Queries:
+def corpus_bm25(corpus: ShardedCorpus, texts_of_queries: Sequence[str], split_sentences: int = 0) -> Bm25Queries:
     """The statistics pass over every shard's text, then the queries ready to score shards."""
-    return Bm25Queries(bm25_statistics(frame["text"].to_list() for frame in corpus.frames(["text"])), texts_of_queries)
+    return Bm25Queries(bm25_statistics((frame["text"].to_list() for frame in corpus.frames(["text"])), split_sentences),
+                       texts_of_queries)
 
 
 def bm25_top_k(corpus: ShardedCorpus, query_ids: Sequence[str], texts_of_queries: Sequence[str], k: int,
-               ) -> dict[str, Ranking]:
+               split_sentences: int = 0) -> dict[str, Ranking]:
     """Each query's k best corpus rows by BM25: two streamed passes (statistics, then scores with a running top-k)."""
-    queries = corpus_bm25(corpus, texts_of_queries)
+    queries = corpus_bm25(corpus, texts_of_queries, split_sentences)
     best = RunningTopK(len(query_ids), k)
     for frame in corpus.frames(["id", "text"]):
         best.update(queries.scores(frame["text"].to_list()), frame["id"].to_list())

@@ -212,10 +212,11 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     query_ids = sample["id"].to_list()
     bm25 = None
     if "bm25" not in given:
-        statistics = bm25_statistics(frame["text"].to_list()
-                                     for frame in corpus.frames(["text"], progress, "statistics pass (BM25)"))
+        statistics = bm25_statistics((frame["text"].to_list()
+                                      for frame in corpus.frames(["text"], progress, "statistics pass (BM25)")),
+                                     evaluation.bm25_split_sentences)
         bm25 = Bm25Queries(statistics, query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
-        n_corpus = statistics.n_documents
+        n_corpus = statistics.n_rows
     else:
         n_corpus = count_rows(corpus)
     encoder = _Encoder(inputs) if inputs.model is not None else None
