@@ -276,7 +276,7 @@ class EvaluationSettings:
     """BM25 scores a row of at least this many sentences (training/sentences.py's rule, as training.split_sentences)
     by its best-matching sentence, each sentence a document in the statistics ("MaxP"); 0: every row whole, plain
     BM25. Over a whole passage the query's words match across its facts, and BM25's first row was a passage naming
-    the subject in another fact for a fifth of the queries. Session 16 (docs/quality_results.md), BM25 MRR on the
+    the subject in another fact for 27-37% of the queries. Session 16 (docs/quality_results.md), BM25 MRR on the
     saved passage-world runs, whole rows / at 3: 0.766 / 0.996 (fp7), 0.792 / 0.996 (fp11), 0.834 / 0.985 (fp12),
     0.836 / 0.991 (fp8); trackstar+bm25, which leads with BM25's first row, follows it. Rows of one or two
     sentences, every sentence world's, score exactly as before. The baseline gets stronger, never weaker, so

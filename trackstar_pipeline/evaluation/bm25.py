@@ -17,8 +17,8 @@ this in float64, so scores agree to float32 precision (tests/evaluation/test_bm2
 A row of at least `split_sentences` sentences (training/sentences.py's rule; 0: never) is scored by its
 best-matching sentence, each sentence a document of its own in the statistics: "MaxP" (Dai & Callan,
 SIGIR 2019). Over a whole passage of several facts the query's words match across sentences (its subject
-in one fact, its relation in another), and BM25 ranked such a row above the one stating the fact for a
-fifth of the queries; by its best sentence, that row states the fact. Rows of fewer sentences are whole
+in one fact, its relation in another), and BM25 ranked such a row above the one stating the fact for
+27-37% of the queries; by its best sentence, that row states the fact. Rows of fewer sentences are whole
 documents, as in plain BM25.
 """
 

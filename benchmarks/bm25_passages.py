@@ -1,0 +1,104 @@
+"""BM25 over passage rows, whole against by their best sentence (evaluation.bm25_split_sentences), at 100k and 1M rows.
+
+Run: python benchmarks/bm25_passages.py [--rows 100000 1000000] [--queries 200] [--shard-rows 10000] [--repeats 2]
+
+Model-free. The corpus is generated shard by shard as it is read (nothing is written or held whole): rows of 1
+to 6 sentences, each sentence 5-12 Zipf-distributed words with a capital first word and a period, so about
+two thirds of the rows have 3 or more sentences and are split. Each (rows, split) pair runs in a fresh process, which
+does what evaluation's BM25 does: the statistics pass, then one scoring pass over every shard for all queries
+with a running top-100. It reports its seconds and peak RSS (VmHWM). The script prints, per size, the split
+mode's time over the whole-row mode's (the cost of sentence splitting and of scoring more, shorter documents),
+and per mode the largest size's peak RSS over the smallest's (memory flat in the corpus size: about 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from scale import peak_rss_mib
+
+VOCABULARY = 20_000
+
+
+def passage_texts(seed: int, count: int) -> list[str]:
+    """count rows of 1-6 sentences of 5-12 Zipf words, reproducible from seed."""
+    rng = np.random.default_rng(seed)
+    sentences_per_row = rng.integers(1, 7, count)
+    lengths = rng.integers(5, 13, sentences_per_row.sum())
+    words = np.minimum(rng.zipf(1.3, lengths.sum()), VOCABULARY) - 1
+    sentences = [f"W{row[0]} " + " ".join(f"w{w}" for w in row[1:]) + "."
+                 for row in np.split(words, np.cumsum(lengths)[:-1])]
+    bounds = np.cumsum(sentences_per_row)
+    return [" ".join(sentences[start:end]) for start, end in zip(np.r_[0, bounds[:-1]], bounds)]
+
+
+def worker(rows: int, split_sentences: int, queries: int, shard_rows: int) -> dict:
+    """One measurement in this (fresh) process."""
+    import polars as pl
+
+    from trackstar_pipeline.evaluation.bm25 import bm25_top_k
+    from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
+
+    starts = list(range(0, rows, shard_rows))
+    names = [f"shard-{i:05d}" for i in range(len(starts))]
+
+    def read(name: str, columns: list[str]) -> pl.DataFrame:
+        index = int(name.split("-")[1])
+        count = min(shard_rows, rows - starts[index])
+        frame = pl.DataFrame({"id": [f"r{starts[index] + i:08d}" for i in range(count)],
+                              "text": passage_texts(index, count)})
+        return frame.select([c for c in columns if c in frame.columns])
+
+    query_texts = [" ".join(text.split()[:8]) for text in passage_texts(10**6, queries)]
+    before = peak_rss_mib()
+    started = time.perf_counter()
+    top = bm25_top_k(ShardedCorpus(names, read), [f"q{i}" for i in range(queries)], query_texts, 100,
+                     split_sentences)
+    seconds = time.perf_counter() - started
+    assert len(top) == queries and all(len(ranking) == 100 for ranking in top.values())
+    return {"rows": rows, "split": split_sentences, "seconds": seconds, "peak_mib": peak_rss_mib(),
+            "before_mib": before}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--shard-rows", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.queries, args.shard_rows)))
+        return 0
+    results: dict[tuple[int, int], list[dict]] = {}
+    for repeat in range(args.repeats):
+        for rows in args.rows:
+            for split in (0, 3):  # interleaved, so background load slows both modes alike
+                out = subprocess.run([sys.executable, __file__, "--worker", str(rows), str(split), "--queries",
+                                      str(args.queries), "--shard-rows", str(args.shard_rows)],
+                                     check=True, capture_output=True, text=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                results.setdefault((rows, split), []).append(result)
+                print(f"repeat {repeat + 1}: {rows:>9,} rows, split_sentences {split}: {result['seconds']:.1f} s, "
+                      f"peak RSS {result['peak_mib']:.0f} MiB (before BM25 {result['before_mib']:.0f})", flush=True)
+    best = {key: min(runs, key=lambda r: r["seconds"]) for key, runs in results.items()}
+    for rows in args.rows:
+        print(f"{rows:>9,} rows: split / whole time {best[(rows, 3)]['seconds'] / best[(rows, 0)]['seconds']:.2f}x "
+              f"({best[(rows, 3)]['seconds']:.1f} s / {best[(rows, 0)]['seconds']:.1f} s, best of {args.repeats})")
+    small, large = min(args.rows), max(args.rows)
+    for split in (0, 3):
+        peak = [max(r["peak_mib"] for r in results[(rows, split)]) for rows in (small, large)]
+        print(f"split_sentences {split}: peak RSS at {large:,} rows / at {small:,} rows = {peak[1] / peak[0]:.2f} "
+              f"({peak[1]:.0f} / {peak[0]:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
