@@ -68,7 +68,8 @@ def bm25_proponents(context: AssetExecutionContext, pipeline: PipelineConfig, ob
                      settings.evaluation.bm25_split_sentences)
     frame = layout.rankings_frame(top)
     uri, size = layout.put_parquet(store, layout.BM25_PROPONENTS, frame)
-    return _result(uri, size, frame, {"corpus_shards": len(corpus.names), "top_k": settings.evaluation.top_k})
+    return _result(uri, size, frame, {"corpus_shards": len(corpus.names), "top_k": settings.evaluation.top_k,
+                                      "bm25_split_sentences": settings.evaluation.bm25_split_sentences})
 
 
 @asset(group_name="evaluation", kinds={"html", "json"}, pool="gpu",

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from trackstar_pipeline.evaluation.evaluate import EvaluationInputs, evaluate
-from trackstar_pipeline.evaluation.report import explorer_html, headline_table, paired_table
+from trackstar_pipeline.evaluation.report import bm25_sentence, explorer_html, headline_table, paired_table
 from trackstar_pipeline.evaluation.scorers import matrix_scorer
 from trackstar_pipeline.evaluation.tailpatch import TailPatchEffect
 from trackstar_pipeline.settings import PipelineSettings, load_settings
@@ -97,6 +97,10 @@ def test_evaluation_json_has_the_promised_shape(result):
     # no raw gradients or model here, so no R_train-only ranking: the fusion takes the given trackstar and says so
     assert summary["fusion_methods"] == ["trackstar", "bm25"]
     assert "trackstar+bm25 fuses trackstar with bm25." in result.files["markdown"].read_text()
+    # the BM25 variant is recorded and said (evaluation.bm25_split_sentences, 3 by default)
+    assert summary["settings"]["evaluation"]["bm25_split_sentences"] == 3
+    assert "BM25 scores a row of 3 or more sentences by its best-matching sentence" in result.files["markdown"].read_text()
+    assert bm25_sentence({"settings": {"evaluation": {"bm25_split_sentences": 0}}}) == ""
     trackstar = summary["open_set"]["trackstar"]
     assert trackstar["mrr"] == 1.0 and trackstar["recall@10"] == 1.0
     assert trackstar["n_queries_without_ground_truth"] == 1

@@ -15,7 +15,7 @@ from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import TrainingSettings
-from trackstar_pipeline.training.pretrain import lr_factor, pretrain, training_texts
+from trackstar_pipeline.training.pretrain import THREAD_ROUNDS, lr_factor, pretrain, training_texts
 
 TINY = TrainingSettings(
     hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
@@ -292,13 +292,42 @@ def test_thread_count_auto_trains_on_the_faster_count_and_a_resume_keeps_it(
 
     with pytest.raises(KeyboardInterrupt):
         pretrain(corpus, settings, tmp_path, progress=stop)
-    assert sorted(timed) == [1, cores] and any(f"on {cores} threads" in line for line in lines)
+    assert timed == [1, cores] * THREAD_ROUNDS and any(f"on {cores} threads" in line for line in lines)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["plan"]["threads"] == cores
     monkeypatch.setattr(f"{module}.measured_tokens_per_s", speeds(favoured=1))  # one thread is faster now
     monkeypatch.setattr(f"{module}.training_threads", lambda settings: 1)  # and the idle-core guess says one
     lines.clear()
     pretrain(corpus, settings, tmp_path, progress=lines.append)
     assert any(f"on {cores} threads" in line for line in lines)  # the resumed run keeps its count
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("slowed_rounds, expected", [((0,), "cores"), ((1,), "cores"), ((0, 1), 1)])
+def test_a_neighbour_must_slow_every_round_of_a_thread_count_to_tip_the_choice(
+        slowed_rounds: tuple[int, ...], expected: int | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every core trains 1.5x as fast as one thread, except in the rounds a neighbour slows it to half."""
+    import os
+
+    from trackstar_pipeline.training import pretrain as pretrain_module
+
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: there is no other thread count to choose")
+    assert THREAD_ROUNDS == 2
+    measured: list[int] = []
+
+    def measure(*args, **kwargs):
+        threads = torch.get_num_threads()
+        round_of = sum(count == threads for count in measured)
+        measured.append(threads)
+        speed = 1000.0 if threads == 1 else 1500.0 * (0.5 if round_of in slowed_rounds else 1.0)
+        return lambda width: speed
+
+    monkeypatch.setattr(pretrain_module, "measured_tokens_per_s", measure)
+    count, speed = pretrain_module.faster_thread_count(replace(TINY, num_threads=0), None, [], [], None)
+    assert measured == [1, cores, 1, cores]  # alternating rounds
+    assert count == (cores if expected == "cores" else expected) == torch.get_num_threads()
+    assert speed(128) == (1500.0 if expected == "cores" else 1000.0)  # the count's best round
     torch.set_num_threads(1)
 
 

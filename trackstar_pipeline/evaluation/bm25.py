@@ -89,13 +89,9 @@ class Bm25Statistics:
     n_documents: int
     total_length: int
     document_frequency: dict[str, int]
-    split_sentences: int = 0
-    n_rows: int = -1
+    split_sentences: int
+    n_rows: int
     """Corpus rows the documents came from (n_documents when no row was split)."""
-
-    def __post_init__(self) -> None:
-        if self.n_rows < 0:
-            object.__setattr__(self, "n_rows", self.n_documents)
 
     @property
     def average_length(self) -> float:

@@ -329,6 +329,13 @@ def fusion_sentence(summary: Mapping[str, Any]) -> str:
     return f" trackstar+bm25 fuses {' with '.join(names)}." if names else ""
 
 
+def bm25_sentence(summary: Mapping[str, Any]) -> str:
+    """' BM25 scores a row of N or more sentences by its best sentence ...' when evaluation split rows, else ''."""
+    split = summary.get("settings", {}).get("evaluation", {}).get("bm25_split_sentences", 0)
+    return (f" BM25 scores a row of {split} or more sentences by its best-matching sentence "
+            "(evaluation.bm25_split_sentences)." if split else "")
+
+
 def report_markdown(summary: Mapping[str, Any]) -> str:
     """report.md: the tables, the split tables and the figures (relative links)."""
     settings = summary.get("settings", {})
@@ -342,7 +349,8 @@ def report_markdown(summary: Mapping[str, Any]) -> str:
         "MRR and Recall@10 rank against ground-truth proponents (corpus rows stating the queried fact; ties "
         "ranked pessimistically; queries without any are excluded and counted in evaluation.json). "
         "tail-patch@k is the mean change in p(completion | prompt) after one optimizer step at the final "
-        "learning rate on each of a query's top-k proponents separately." + fusion_sentence(summary),
+        "learning rate on each of a query's top-k proponents separately." + fusion_sentence(summary)
+        + bm25_sentence(summary),
         "## Open set (whole corpus)", metrics_table(summary, "open_set"),
         "## Open set, tail-patch against trackstar (paired)", PAIRED_LEGEND, paired_table(summary, "open_set"),
         "## Open set, queries the model gets right", correct_only_table(summary),
