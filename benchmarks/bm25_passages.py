@@ -1,14 +1,16 @@
 """BM25 over passage rows, whole against by their best sentence (evaluation.bm25_split_sentences), at 100k and 1M rows.
 
 Run: python benchmarks/bm25_passages.py [--rows 100000 1000000] [--queries 200] [--shard-rows 10000] [--repeats 2]
+                                        [--split N]   (default: evaluation.bm25_split_sentences)
 
 Model-free. The corpus is generated shard by shard as it is read (nothing is written or held whole): rows of 1
-to 6 sentences, each sentence 5-12 Zipf-distributed words with a capital first word and a period, so about
-two thirds of the rows have 3 or more sentences and are split. Each (rows, split) pair runs in a fresh process, which
-does what evaluation's BM25 does: the statistics pass, then one scoring pass over every shard for all queries
-with a running top-100. It reports its seconds and peak RSS (VmHWM). The script prints, per size, the split
-mode's time over the whole-row mode's (the cost of sentence splitting and of scoring more, shorter documents),
-and per mode the largest size's peak RSS over the smallest's (memory flat in the corpus size: about 1).
+to 6 sentences, each sentence 5-12 Zipf-distributed words with a capital first word and a period, so five
+sixths of the rows have 2 or more sentences (two thirds 3 or more) and are split at --split. Each (rows,
+split) pair runs in a fresh process, which does what evaluation's BM25 does: the statistics pass, then one
+scoring pass over every shard for all queries with a running top-100. It reports its seconds and peak RSS
+(VmHWM). The script prints, per size, the split mode's time over the whole-row mode's (the cost of sentence
+splitting and of scoring more, shorter documents), and per mode the largest size's peak RSS over the
+smallest's (memory flat in the corpus size: about 1).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import numpy as np
 
 from scale import peak_rss_mib
+from trackstar_pipeline.settings import EvaluationSettings
 
 VOCABULARY = 20_000
 
@@ -72,6 +75,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--split", type=int, default=EvaluationSettings().bm25_split_sentences,
+                        help="the sentence threshold compared with whole rows (0)")
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -80,7 +85,7 @@ def main() -> int:
     results: dict[tuple[int, int], list[dict]] = {}
     for repeat in range(args.repeats):
         for rows in args.rows:
-            for split in (0, 3):  # interleaved, so background load slows both modes alike
+            for split in (0, args.split):  # interleaved, so background load slows both modes alike
                 out = subprocess.run([sys.executable, __file__, "--worker", str(rows), str(split), "--queries",
                                       str(args.queries), "--shard-rows", str(args.shard_rows)],
                                      check=True, capture_output=True, text=True).stdout
@@ -90,10 +95,11 @@ def main() -> int:
                       f"peak RSS {result['peak_mib']:.0f} MiB (before BM25 {result['before_mib']:.0f})", flush=True)
     best = {key: min(runs, key=lambda r: r["seconds"]) for key, runs in results.items()}
     for rows in args.rows:
-        print(f"{rows:>9,} rows: split / whole time {best[(rows, 3)]['seconds'] / best[(rows, 0)]['seconds']:.2f}x "
-              f"({best[(rows, 3)]['seconds']:.1f} s / {best[(rows, 0)]['seconds']:.1f} s, best of {args.repeats})")
+        split, whole = best[(rows, args.split)]["seconds"], best[(rows, 0)]["seconds"]
+        print(f"{rows:>9,} rows: split {args.split} / whole time {split / whole:.2f}x ({split:.1f} s / {whole:.1f} s, "
+              f"best of {args.repeats})")
     small, large = min(args.rows), max(args.rows)
-    for split in (0, 3):
+    for split in (0, args.split):
         peak = [max(r["peak_mib"] for r in results[(rows, split)]) for rows in (small, large)]
         print(f"split_sentences {split}: peak RSS at {large:,} rows / at {small:,} rows = {peak[1] / peak[0]:.2f} "
               f"({peak[1]:.0f} / {peak[0]:.0f} MiB)")

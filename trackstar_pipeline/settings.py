@@ -272,17 +272,18 @@ class EvaluationSettings:
     damping_sweep: tuple[float, ...] = ()
     """Extra trackstar variants at these relative dampings (the table's lambda): 'trackstar_damping<value>'."""
     embed_layer: int = -1
-    bm25_split_sentences: int = 3
-    """BM25 scores a row of at least this many sentences (training/sentences.py's rule, as training.split_sentences)
-    by its best-matching sentence, each sentence a document in the statistics ("MaxP"); 0: every row whole, plain
-    BM25. Over a whole passage the query's words match across its facts, and BM25's first row was a passage naming
-    the subject in another fact for 27-37% of the queries. Session 16 (docs/quality_results.md), BM25 MRR on the
-    saved passage-world runs, whole rows / at 3: 0.766 / 0.996 (fp7), 0.792 / 0.996 (fp11), 0.834 / 0.985 (fp12),
-    0.836 / 0.991 (fp8); trackstar+bm25, which leads with BM25's first row, follows it. Rows of one or two
-    sentences, every sentence world's, score exactly as before. At 2, BM25's MRR on foreign sentence worlds
-    (a filler sentence, then the fact) rose from 0.983-0.986 to 1.000, but those already pass, and a sentence
-    scored alone loses the words of its neighbours: a fact whose subject is only 'He' in its sentence. For
-    running prose with such references, 0 is the safer choice."""
+    bm25_split_sentences: int = 2
+    """BM25 scores a row of at least this many sentences (training/sentences.py's rule) by its best-matching
+    sentence, each sentence a document in the statistics ("MaxP"); 0: every row whole, plain BM25. Over a whole
+    row the query's words match across its sentences, and BM25's first row was a passage naming the subject in
+    another fact for 27-37% of passage-world queries. Session 16 (docs/quality_results.md), BM25 MRR against the
+    fact ground truth, whole rows / at 3 / at 2: passage worlds 0.77-0.85 / 0.985-0.996 / 1.000; rows of one or
+    two sentences with one or two facts 0.934 / 0.954 / 1.000; foreign sentence worlds (a filler sentence, then
+    the fact) 0.982-0.986 / the same / 1.000. trackstar+bm25, which leads with BM25's first row, follows it.
+    Rows of one sentence (the embedded, generated and Wikidata worlds') score exactly as before. Lower than
+    training.split_sentences (3), which keeps a lead sentence and a statement together for the model; retrieval
+    has no such reason. A sentence scored alone loses its neighbours' words: in running prose, a fact whose
+    subject is only 'He' in its sentence. 0 is the safer choice there (no benchmark world measures it)."""
     closed_set_bm25: int = 100
     closed_set_same_completion: int = 100
     closed_set_random: int = 100

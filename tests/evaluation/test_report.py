@@ -97,9 +97,9 @@ def test_evaluation_json_has_the_promised_shape(result):
     # no raw gradients or model here, so no R_train-only ranking: the fusion takes the given trackstar and says so
     assert summary["fusion_methods"] == ["trackstar", "bm25"]
     assert "trackstar+bm25 fuses trackstar with bm25." in result.files["markdown"].read_text()
-    # the BM25 variant is recorded and said (evaluation.bm25_split_sentences, 3 by default)
-    assert summary["settings"]["evaluation"]["bm25_split_sentences"] == 3
-    assert "BM25 scores a row of 3 or more sentences by its best-matching sentence" in result.files["markdown"].read_text()
+    # the BM25 variant is recorded and said (evaluation.bm25_split_sentences, 2 by default)
+    assert summary["settings"]["evaluation"]["bm25_split_sentences"] == 2
+    assert "BM25 scores a row of 2 or more sentences by its best-matching sentence" in result.files["markdown"].read_text()
     assert bm25_sentence({"settings": {"evaluation": {"bm25_split_sentences": 0}}}) == ""
     trackstar = summary["open_set"]["trackstar"]
     assert trackstar["mrr"] == 1.0 and trackstar["recall@10"] == 1.0
