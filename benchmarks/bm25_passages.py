@@ -29,7 +29,7 @@ from trackstar_pipeline.settings import EvaluationSettings
 VOCABULARY = 20_000
 
 
-def passage_texts(seed: int, count: int) -> list[str]:
+def generated_passages(seed: int, count: int) -> list[str]:
     """count rows of 1-6 sentences of 5-12 Zipf words, reproducible from seed."""
     rng = np.random.default_rng(seed)
     sentences_per_row = rng.integers(1, 7, count)
@@ -55,10 +55,10 @@ def worker(rows: int, split_sentences: int, queries: int, shard_rows: int) -> di
         index = int(name.split("-")[1])
         count = min(shard_rows, rows - starts[index])
         frame = pl.DataFrame({"id": [f"r{starts[index] + i:08d}" for i in range(count)],
-                              "text": passage_texts(index, count)})
+                              "text": generated_passages(index, count)})
         return frame.select([c for c in columns if c in frame.columns])
 
-    query_texts = [" ".join(text.split()[:8]) for text in passage_texts(10**6, queries)]
+    query_texts = [" ".join(text.split()[:8]) for text in generated_passages(10**6, queries)]
     before = peak_rss_mib()
     started = time.perf_counter()
     top = bm25_top_k(ShardedCorpus(names, read), [f"q{i}" for i in range(queries)], query_texts, 100,

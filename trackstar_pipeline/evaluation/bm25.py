@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import bm25s
 import numpy as np
@@ -36,7 +36,7 @@ import torch
 from trackstar_pipeline.evaluation.corpus_shards import ShardedCorpus
 from trackstar_pipeline.attribution.running_top_k import Ranking, RunningTopK
 from trackstar_pipeline.evaluation.scorers import RowScorer, matrix_scorer
-from trackstar_pipeline.training.sentences import split_sentences as sentences_of
+from trackstar_pipeline.training.sentences import passage_texts
 
 if TYPE_CHECKING:
     from trackstar_pipeline.evaluation.stream import ShardRows
@@ -67,15 +67,15 @@ class ScoredUnits:
 
 
 def scored_units(texts: Sequence[str], split_sentences: int) -> ScoredUnits:
-    """Each row whole, or as its sentences when it has at least split_sentences of them (> 0)."""
+    """Each row whole (split_sentences 0), or as its sentences when it has at least split_sentences of them
+    (training/sentences.py's passage_texts, the rule pretraining splits rows by)."""
     if split_sentences <= 0:
         return ScoredUnits(list(texts), np.arange(len(texts), dtype=np.int64))
     units: list[str] = []
     starts = np.empty(len(texts), dtype=np.int64)
     for row, text in enumerate(texts):
         starts[row] = len(units)
-        pieces = sentences_of(text)
-        units.extend(pieces if len(pieces) >= split_sentences else [text])
+        units.extend(passage_texts(text, split_sentences))
     return ScoredUnits(units, starts)
 
 
@@ -171,10 +171,11 @@ def bm25_scorer(corpus_ids: Sequence[str], corpus_texts: Sequence[str], query_id
     return matrix_scorer(query_ids, corpus_ids, queries.scores(corpus_texts), "bm25")
 
 
-def corpus_bm25(corpus: ShardedCorpus, texts_of_queries: Sequence[str], split_sentences: int = 0) -> Bm25Queries:
-    """The statistics pass over every shard's text, then the queries ready to score shards."""
-    return Bm25Queries(bm25_statistics((frame["text"].to_list() for frame in corpus.frames(["text"])), split_sentences),
-                       texts_of_queries)
+def corpus_bm25(corpus: ShardedCorpus, texts_of_queries: Sequence[str], split_sentences: int = 0,
+                progress: Callable[[str], None] | None = None) -> Bm25Queries:
+    """The statistics pass over every shard's text (reported to `progress`), then the queries ready to score shards."""
+    frames = corpus.frames(["text"], progress, "statistics pass (BM25)")
+    return Bm25Queries(bm25_statistics((frame["text"].to_list() for frame in frames), split_sentences), texts_of_queries)
 
 
 def bm25_top_k(corpus: ShardedCorpus, query_ids: Sequence[str], texts_of_queries: Sequence[str], k: int,

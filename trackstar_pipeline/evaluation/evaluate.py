@@ -56,7 +56,7 @@ from trackstar_pipeline.evaluation.ablations import (
     lambda_method_name,
     trackstar_methods,
 )
-from trackstar_pipeline.evaluation.bm25 import Bm25Method, Bm25Queries, bm25_statistics, query_texts
+from trackstar_pipeline.evaluation.bm25 import Bm25Method, corpus_bm25, query_texts
 from trackstar_pipeline.evaluation.closed_set import build_candidate_sets, rank_candidates
 from trackstar_pipeline.evaluation.corpus_shards import (
     ShardedCorpus,
@@ -212,11 +212,9 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     query_ids = sample["id"].to_list()
     bm25 = None
     if "bm25" not in given:
-        statistics = bm25_statistics((frame["text"].to_list()
-                                      for frame in corpus.frames(["text"], progress, "statistics pass (BM25)")),
-                                     evaluation.bm25_split_sentences)
-        bm25 = Bm25Queries(statistics, query_texts(sample["prompt"].to_list(), sample["completion"].to_list()))
-        n_corpus = statistics.n_rows
+        bm25 = corpus_bm25(corpus, query_texts(sample["prompt"].to_list(), sample["completion"].to_list()),
+                           evaluation.bm25_split_sentences, progress)
+        n_corpus = bm25.statistics.n_rows
     else:
         n_corpus = count_rows(corpus)
     encoder = _Encoder(inputs) if inputs.model is not None else None

@@ -39,7 +39,7 @@ from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokeni
 from trackstar_pipeline.training.adaptive import (TrainingPlan, at_width, candidate_widths, corpus_probe, plan_training,
                                                    probe_due)
 from trackstar_pipeline.training.recall import fact_recall
-from trackstar_pipeline.training.sentences import split_sentences
+from trackstar_pipeline.training.sentences import passage_texts
 from trackstar_pipeline.settings import TrainingSettings
 
 MODEL_SUBDIR = "model"
@@ -123,12 +123,6 @@ def encode_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[l
     """BOS + text tokens + EOS per row, whole (pretrain cuts them to model_context, counting the rows it cuts)."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [[tokenizer.bos_token_id] + ids + [tokenizer.eos_token_id] for ids in encoded]
-
-
-def passage_texts(text: str, split_from: int) -> list[str]:
-    """The text's sentences when it has at least split_from of them, else the text itself."""
-    sentences = split_sentences(text)
-    return sentences if len(sentences) >= max(split_from, 2) else [text]
 
 
 class TrainingTexts(NamedTuple):

@@ -25,3 +25,10 @@ def split_sentences(text: str) -> list[str]:
         start = boundary.end()
     pieces.append(text[start:].strip())
     return [piece for piece in pieces if piece]
+
+
+def passage_texts(text: str, split_from: int) -> list[str]:
+    """The text's sentences when it has at least split_from of them (and at least 2), else the text itself: the
+    rule pretraining (training.split_sentences) and BM25 (evaluation.bm25_split_sentences) cut rows by."""
+    sentences = split_sentences(text)
+    return sentences if len(sentences) >= max(split_from, 2) else [text]
