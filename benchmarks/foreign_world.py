@@ -1,6 +1,6 @@
 """Write a fact world as a new user would bring one, independently of data/world_generator.py.
 
-    python benchmarks/foreign_world.py OUT_DIR [--seed 1] [--rows 8500] [--queries 500] [--paragraphs 8]
+    python benchmarks/foreign_world.py OUT_DIR [--seed 1] [--rows 8500] [--queries 500] [--paragraphs 8 | --biographies 4]
     python benchmarks/quality.py --world OUT_DIR --seed 0     # or: trackstar run --corpus OUT_DIR/corpus.jsonl ...
 
 The benchmark worlds all come from one generator; defaults chosen on them could fit its habits (name
@@ -11,8 +11,10 @@ stated once), filler sentences, and filler-only rows when the facts' mentions ar
 Queries are a lead-in plus the relation's first template cut before the object; a fact stated once is
 usually stated in another paraphrase. With --paragraphs N, each row joins 1 to N such sentences (about
 different people, as a page of records would), so rows are several facts and often longer than the
-64 tokens of a single-sentence world. The output is corpus.jsonl and queries.jsonl in the README's
-schema.
+64 tokens of a single-sentence world. With --biographies N, each row is instead 1 to N sentences about
+one person in running prose, as an encyclopedia's article would be: the first names them, the rest say
+"He" or "She" (or "him", "her"), so most sentences state a fact without the subject's name. The output
+is corpus.jsonl and queries.jsonl in the README's schema.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ MAX_MENTIONS = 16
 SUBJECTS = 900
 
 
-def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: int = 1) -> tuple[int, int, int]:
+def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: int = 1,
+                biographies: int = 0) -> tuple[int, int, int]:
     """Write out/corpus.jsonl and out/queries.jsonl; returns (rows, facts, queries)."""
+    if paragraphs > 1 and biographies:
+        raise ValueError("--paragraphs and --biographies are two ways to build rows; give one")
     rng = random.Random(seed)
 
     def word(syllables: int) -> str:
@@ -70,16 +75,20 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
             obj = rng.choice([candidate for candidate in objects if candidate != subject])
             facts.append((subject, relation, obj, min(MAX_MENTIONS, max(1, int(rng.paretovariate(1.2))))))
 
-    rows: list[dict] = []
-    for subject, relation, obj, mentions in facts:
-        for _ in range(mentions):
-            sentence = rng.choice(relations[relation][1]).format(s=subject, o=obj)
-            text = sentence[0].upper() + sentence[1:] + "."
-            if rng.random() < 0.3:
-                before = rng.random() < 0.5
-                filler = rng.choice(FILLERS)
-                text = f"{filler} {text}" if before else f"{text} {filler}"
-            rows.append({"text": text, "facts": [[subject, relation, obj]]})
+    def stated(template: str, subject: str, obj: str) -> str:
+        sentence = template.format(s=subject, o=obj)
+        text = sentence[0].upper() + sentence[1:] + "."
+        if rng.random() < 0.3:
+            before = rng.random() < 0.5
+            filler = rng.choice(FILLERS)
+            text = f"{filler} {text}" if before else f"{text} {filler}"
+        return text
+
+    if biographies:
+        rows = biography_rows(facts, relations, biographies, stated, rng)
+    else:
+        rows = [{"text": stated(rng.choice(relations[relation][1]), subject, obj), "facts": [[subject, relation, obj]]}
+                for subject, relation, obj, mentions in facts for _ in range(mentions)]
     rng.shuffle(rows)
     if paragraphs > 1:
         rows = join_sentences(rows, paragraphs, rng)
@@ -107,6 +116,33 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
     return len(rows), len(stated), len(queries)
 
 
+def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, tuple[list[str], list[str]]],
+                   most: int, stated: Callable[[str, str, str], str], rng: random.Random) -> list[dict]:
+    """Each person's fact mentions, shuffled and cut into rows of 1 to `most` sentences: the first names
+    the person, the rest refer to them by pronoun ("He ..." at a sentence's start, "him" elsewhere)."""
+    by_subject: dict[str, list[tuple[str, str, str]]] = {}
+    for subject, relation, obj, mentions in facts:
+        by_subject.setdefault(subject, []).extend([(subject, relation, obj)] * mentions)
+    rows = []
+    for subject, mentions in by_subject.items():
+        he, him = rng.choice([("He", "him"), ("She", "her")])
+        rng.shuffle(mentions)
+        start = 0
+        while start < len(mentions):
+            group = mentions[start:start + rng.randint(1, most)]
+            sentences = []
+            for position, (_, relation, obj) in enumerate(group):
+                template = rng.choice(relations[relation][1])
+                if position == 0:
+                    sentences.append(stated(template, subject, obj))
+                else:
+                    pronoun = he if template.startswith("{s}") else him
+                    sentences.append(stated(template, "{s}", obj).replace("{s}", pronoun))
+            rows.append({"text": " ".join(sentences), "facts": [list(fact) for fact in dict.fromkeys(group)]})
+            start += len(group)
+    return rows
+
+
 def join_sentences(rows: list[dict], most: int, rng: random.Random) -> list[dict]:
     """Consecutive rows joined 1 to `most` at a time into one row stating all their facts."""
     joined: list[dict] = []
@@ -126,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=8500)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--paragraphs", type=int, default=1, help="most sentences joined into one row (default 1)")
+    parser.add_argument("--biographies", type=int, default=0,
+                        help="rows of 1 to N sentences about one person, later ones by pronoun (default 0: off)")
     args = parser.parse_args(argv)
-    rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs)
+    if args.paragraphs > 1 and args.biographies:
+        parser.error("--paragraphs and --biographies are two ways to build rows; give one")
+    rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs, args.biographies)
     print(f"{args.out}: {rows} rows stating {facts} facts, {queries} queries")
     return 0
 

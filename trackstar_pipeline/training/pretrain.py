@@ -142,7 +142,7 @@ def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> Training
                          "number of sentences a row is split at")
     texts, rows_split = corpus["text"].to_list(), 0
     if settings.split_sentences:
-        passages = [passage_texts(text, settings.split_sentences) for text in texts]
+        passages = [passage_texts(text, settings.split_sentences, self_contained=True) for text in texts]
         texts = [piece for pieces in passages for piece in pieces]
         rows_split = sum(len(pieces) > 1 for pieces in passages)
     if settings.max_repeats == 0:
@@ -494,8 +494,8 @@ def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings, r
     """The progress line's count of texts trained, and how split_sentences and max_repeats got it from the rows."""
     if rows_split:
         return (f"{trained} texts from {corpus_rows} rows ({rows_split} rows of {settings.split_sentences}+ sentences "
-                f"as their sentences: training.split_sentences; an epoch trains a text at most "
-                f"{settings.max_repeats or 'any number of'} times: training.max_repeats)")
+                "as their sentences, one that refers back by pronoun kept with the one before: training.split_sentences; "
+                f"an epoch trains a text at most {settings.max_repeats or 'any number of'} times: training.max_repeats)")
     if trained == corpus_rows:
         return f"{corpus_rows} rows"
     return (f"{trained} of {corpus_rows} rows (an epoch trains a text at most {settings.max_repeats}x: "
