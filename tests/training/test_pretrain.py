@@ -220,11 +220,11 @@ def test_split_sentences_trains_every_rows_sentences_in_order_then_caps_repeated
         training_texts(corpus, replace(every, split_sentences=-1))
 
 
-def test_split_sentences_keeps_a_sentence_that_refers_back_with_the_sentence_it_refers_to() -> None:
+def test_split_sentences_trains_a_sentence_that_refers_back_after_the_sentence_it_refers_to() -> None:
     """Cut alone, 'She grew up in Rome.' states a fact about nobody: the model could not learn whose it is."""
     corpus = pl.DataFrame({"id": ["a"], "text": ["Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."]})
     assert training_texts(corpus, replace(TINY, split_sentences=3, max_repeats=0)).texts == [
-        "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
+        "Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
 
 
 def test_a_repeat_cap_trains_an_epoch_on_the_capped_rows_and_says_so(corpus, tmp_path: Path) -> None:

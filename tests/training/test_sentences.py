@@ -2,7 +2,7 @@
 
 import pytest
 
-from trackstar_pipeline.training.sentences import passage_texts, self_contained_pieces, split_sentences
+from trackstar_pipeline.training.sentences import names_someone, passage_texts, self_contained_pieces, split_sentences
 
 
 @pytest.mark.parametrize("text, sentences", [
@@ -30,33 +30,41 @@ def test_joining_the_sentences_gives_back_the_text_up_to_whitespace():
 
 
 @pytest.mark.parametrize("sentences, pieces", [
-    # a sentence with a third-person pronoun stays with the sentence that names whom it means
+    # a sentence with a third-person pronoun is trained after the sentence that names whom it means
     (["Ann Lee plays the lute.", "She grew up in Rome.", "Bo Kim speaks Kish."],
-     ["Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]),
-    # ... across a sentence that names no one in between
-    (["Ann Lee plays the lute.", "The roads were muddy.", "Her birth year is 1901."],
-     ["Ann Lee plays the lute. The roads were muddy. Her birth year is 1901."]),
-    # a sentence that names no one and refers to no one is a piece of its own
-    (["The roads were muddy.", "Ann Lee plays the lute.", "Nobody wrote down the rest."],
-     ["The roads were muddy.", "Ann Lee plays the lute.", "Nobody wrote down the rest."]),
-    # a pronoun in the first sentence has nothing before it to join
+     ["Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]),
+    # ... the last such sentence, past a sentence that names no one and one that refers back itself
+    (["Ann Lee plays the lute.", "The roads were muddy.", "In 1900 she moved to Oslo.", "Her birth year is 1881."],
+     ["Ann Lee plays the lute.", "The roads were muddy.", "Ann Lee plays the lute. In 1900 she moved to Oslo.",
+      "Ann Lee plays the lute. Her birth year is 1881."]),
+    # a new name is the new anchor, a one-word name at the start too
+    (["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "He grew up in Rome."],
+     ["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "Bo Kim speaks Kish. He grew up in Rome."]),
+    (["Ann Lee plays the lute.", "Bob sings.", "Many letters survive.", "He grew up in Rome."],
+     ["Ann Lee plays the lute.", "Bob sings.", "Many letters survive.", "Bob sings. He grew up in Rome."]),
+    # a pronoun with no anchor before it stays as it is
     (["It was a quiet decade.", "Ann Lee plays the lute."], ["It was a quiet decade.", "Ann Lee plays the lute."]),
     # whole words only: 'the', 'this', 'Hermes' and 'shelter' are not pronouns
     (["Ann Lee plays the lute.", "This shelter belongs to Hermes."],
      ["Ann Lee plays the lute.", "This shelter belongs to Hermes."]),
 ])
-def test_self_contained_pieces_keep_a_pronoun_with_whom_it_means(sentences, pieces):
+def test_self_contained_pieces_train_a_pronoun_after_whom_it_means(sentences, pieces):
     assert self_contained_pieces(sentences) == pieces
 
 
+@pytest.mark.parametrize("sentence, names", [
+    ("Ann Lee plays the lute.", True), ("Bob sings.", True), ("The birth year of her is 1881.", True),
+    ("The roads were muddy after the rains.", False), ("Many letters from that time survive.", False),
+    ("In winter, few came.", False), ('"Nobody wrote it down."', False),
+])
+def test_names_someone_counts_names_places_and_years_but_not_a_sentence_starter(sentence, names):
+    assert names_someone(sentence) is names
+
+
 def test_passage_texts_cut_pieces_for_pretraining_and_bare_sentences_for_bm25():
-    biography = "Ann Lee plays the lute. She grew up in Rome. He Wu speaks Kish."
-    assert passage_texts(biography, 3) == ["Ann Lee plays the lute.", "She grew up in Rome.", "He Wu speaks Kish."]
-    # 'He' in 'He Wu' is a name here, and the rule keeps it with the sentence before: joining is the safe error
-    assert passage_texts(biography, 3, self_contained=True) == [biography]
-    two = "Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."
-    assert passage_texts(two, 3, self_contained=True) == ["Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
-    assert passage_texts(two, 4, self_contained=True) == [two]  # fewer sentences than the threshold: whole
-    # rows whose every sentence refers back are one piece: the row itself, its spacing kept
-    article = "Ann Lee plays the lute.  She grew up in Rome.\nHer birth year is 1901."
-    assert passage_texts(article, 2, self_contained=True) == [article]
+    row = "Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."
+    assert passage_texts(row, 3) == ["Ann Lee plays the lute.", "She grew up in Rome.", "Bo Kim speaks Kish."]
+    assert passage_texts(row, 3, self_contained=True) == [
+        "Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
+    assert passage_texts(row, 4, self_contained=True) == [row]  # fewer sentences than the threshold: whole
+    assert passage_texts("Ann Lee plays the lute.", 1, self_contained=True) == ["Ann Lee plays the lute."]

@@ -494,7 +494,7 @@ def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings, r
     """The progress line's count of texts trained, and how split_sentences and max_repeats got it from the rows."""
     if rows_split:
         return (f"{trained} texts from {corpus_rows} rows ({rows_split} rows of {settings.split_sentences}+ sentences "
-                "as their sentences, one that refers back by pronoun kept with the one before: training.split_sentences; "
+                "as their sentences, one that refers back by pronoun after the last naming someone: training.split_sentences; "
                 f"an epoch trains a text at most {settings.max_repeats or 'any number of'} times: training.max_repeats)")
     if trained == corpus_rows:
         return f"{corpus_rows} rows"
