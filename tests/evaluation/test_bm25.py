@@ -89,6 +89,16 @@ def test_the_row_stating_the_fact_beats_a_passage_matching_across_its_sentences(
     assert by_sentence.top_k(1)["q"][0][0] == "stating"
 
 
+def test_a_fact_stated_by_pronoun_is_found_with_the_sentence_naming_its_subject():
+    """Scored alone, 'She lives in Rome.' matches no name, and a row about Ann's other home would come first."""
+    biography = "Ann Vale plays the harp. She lives in Rome."
+    others = ["Bo Kent lives in Rome.", "Ann Vale lives in Oslo. Cy Moss plays the drum."] + \
+        [f"Row {i} mentions nothing relevant here. Many words." for i in range(20)]
+    ids = ["biography", "other-rome", "other-ann"] + [f"f{i}" for i in range(20)]
+    scorer = bm25_scorer(ids, [biography] + others, ["q"], ["Ann Vale lives in Rome"], split_sentences=2)
+    assert scorer.top_k(1)["q"][0][0] == "biography"
+
+
 def test_rows_of_fewer_sentences_score_exactly_as_plain_bm25():
     corpus = _corpus()  # no sentence boundaries: every row one sentence
     statistics = bm25_statistics([corpus["text"].to_list()], split_sentences=3)

@@ -61,10 +61,9 @@ def test_names_someone_counts_names_places_and_years_but_not_a_sentence_starter(
     assert names_someone(sentence) is names
 
 
-def test_passage_texts_cut_pieces_for_pretraining_and_bare_sentences_for_bm25():
+def test_passage_texts_cut_a_row_of_enough_sentences_into_self_contained_pieces():
     row = "Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."
-    assert passage_texts(row, 3) == ["Ann Lee plays the lute.", "She grew up in Rome.", "Bo Kim speaks Kish."]
-    assert passage_texts(row, 3, self_contained=True) == [
-        "Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
-    assert passage_texts(row, 4, self_contained=True) == [row]  # fewer sentences than the threshold: whole
-    assert passage_texts("Ann Lee plays the lute.", 1, self_contained=True) == ["Ann Lee plays the lute."]
+    assert passage_texts(row, 3) == ["Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.",
+                                     "Bo Kim speaks Kish."]
+    assert passage_texts(row, 4) == [row]  # fewer sentences than the threshold: whole
+    assert passage_texts("Ann Lee plays the lute.", 1) == ["Ann Lee plays the lute."]

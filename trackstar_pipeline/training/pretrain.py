@@ -142,7 +142,7 @@ def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> Training
                          "number of sentences a row is split at")
     texts, rows_split = corpus["text"].to_list(), 0
     if settings.split_sentences:
-        passages = [passage_texts(text, settings.split_sentences, self_contained=True) for text in texts]
+        passages = [passage_texts(text, settings.split_sentences) for text in texts]
         texts = [piece for pieces in passages for piece in pieces]
         rows_split = sum(len(pieces) > 1 for pieces in passages)
     if settings.max_repeats == 0:
