@@ -15,7 +15,8 @@ from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.data.world import generate_fact_world
 from trackstar_pipeline.models import load_model
 from trackstar_pipeline.settings import TrainingSettings
-from trackstar_pipeline.training.pretrain import THREAD_ROUNDS, lr_factor, pretrain, training_texts
+from trackstar_pipeline.training import pretrain as pretrain_module
+from trackstar_pipeline.training.pretrain import THREAD_ROUNDS, fingerprint, lr_factor, pretrain, training_texts
 
 TINY = TrainingSettings(
     hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=320, max_length=48,
@@ -225,6 +226,18 @@ def test_split_sentences_trains_a_sentence_that_refers_back_after_the_sentence_i
     corpus = pl.DataFrame({"id": ["a"], "text": ["Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."]})
     assert training_texts(corpus, replace(TINY, split_sentences=3, max_repeats=0)).texts == [
         "Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
+
+
+def test_a_new_piece_rule_retrains_only_a_corpus_whose_rows_it_cuts(monkeypatch) -> None:
+    """A cached model trained other texts from the same rows under an older rule; short rows trained the same."""
+    short = pl.DataFrame({"id": ["a", "b"], "text": ["Ann Lee plays the lute.", "Bo Kim sings. She is loud."]})
+    cut = pl.DataFrame({"id": ["a"], "text": ["Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."]})
+    whole = replace(TINY, split_sentences=0)
+    before = [fingerprint(short, TINY), fingerprint(cut, TINY), fingerprint(cut, whole)]
+    monkeypatch.setattr(pretrain_module, "PIECES_RULE", "another rule")
+    assert fingerprint(short, TINY) == before[0]
+    assert fingerprint(cut, TINY) != before[1]
+    assert fingerprint(cut, whole) == before[2]  # nothing is cut at split_sentences 0
 
 
 def test_a_repeat_cap_trains_an_epoch_on_the_capped_rows_and_says_so(corpus, tmp_path: Path) -> None:
