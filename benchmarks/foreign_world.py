@@ -75,7 +75,7 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
             obj = rng.choice([candidate for candidate in objects if candidate != subject])
             facts.append((subject, relation, obj, min(MAX_MENTIONS, max(1, int(rng.paretovariate(1.2))))))
 
-    def stated(template: str, subject: str, obj: str) -> str:
+    def statement(template: str, subject: str, obj: str) -> str:
         sentence = template.format(s=subject, o=obj)
         text = sentence[0].upper() + sentence[1:] + "."
         if rng.random() < 0.3:
@@ -85,9 +85,9 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
         return text
 
     if biographies:
-        rows = biography_rows(facts, relations, biographies, stated, rng)
+        rows = biography_rows(facts, relations, biographies, statement, rng)
     else:
-        rows = [{"text": stated(rng.choice(relations[relation][1]), subject, obj), "facts": [[subject, relation, obj]]}
+        rows = [{"text": statement(rng.choice(relations[relation][1]), subject, obj), "facts": [[subject, relation, obj]]}
                 for subject, relation, obj, mentions in facts for _ in range(mentions)]
     rng.shuffle(rows)
     if paragraphs > 1:
@@ -117,7 +117,7 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
 
 
 def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, tuple[list[str], list[str]]],
-                   most: int, stated: Callable[[str, str, str], str], rng: random.Random) -> list[dict]:
+                   most: int, statement: Callable[[str, str, str], str], rng: random.Random) -> list[dict]:
     """Each person's fact mentions, shuffled and cut into rows of 1 to `most` sentences: the first names
     the person, the rest refer to them by pronoun ("He ..." at a sentence's start, "him" elsewhere)."""
     by_subject: dict[str, list[tuple[str, str, str]]] = {}
@@ -134,10 +134,10 @@ def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, 
             for position, (_, relation, obj) in enumerate(group):
                 template = rng.choice(relations[relation][1])
                 if position == 0:
-                    sentences.append(stated(template, subject, obj))
+                    sentences.append(statement(template, subject, obj))
                 else:
                     pronoun = he if template.startswith("{s}") else him
-                    sentences.append(stated(template, "{s}", obj).replace("{s}", pronoun))
+                    sentences.append(statement(template, "{s}", obj).replace("{s}", pronoun))
             rows.append({"text": " ".join(sentences), "facts": [list(fact) for fact in dict.fromkeys(group)]})
             start += len(group)
     return rows
@@ -165,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--biographies", type=int, default=0,
                         help="rows of 1 to N sentences about one person, later ones by pronoun (default 0: off)")
     args = parser.parse_args(argv)
-    if args.paragraphs > 1 and args.biographies:
-        parser.error("--paragraphs and --biographies are two ways to build rows; give one")
-    rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs, args.biographies)
+    try:
+        rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs,
+                                           args.biographies)
+    except ValueError as error:  # write_world checks its arguments before writing anything
+        parser.error(str(error))
     print(f"{args.out}: {rows} rows stating {facts} facts, {queries} queries")
     return 0
 

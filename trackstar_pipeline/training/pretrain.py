@@ -39,7 +39,7 @@ from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokeni
 from trackstar_pipeline.training.adaptive import (TrainingPlan, at_width, candidate_widths, corpus_probe, plan_training,
                                                    probe_due)
 from trackstar_pipeline.training.recall import fact_recall
-from trackstar_pipeline.training.sentences import PIECES_RULE, passage_texts, split_sentences
+from trackstar_pipeline.training.sentences import PIECES_RULE, passage_texts
 from trackstar_pipeline.settings import TrainingSettings
 
 MODEL_SUBDIR = "model"
@@ -352,10 +352,10 @@ def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
     digest.update(TOKENIZER_RECIPE.encode())
-    cut_from, cuts = max(settings.split_sentences, 2), False
+    cuts = False
     for example_id, text in zip(corpus["id"].to_list(), corpus["text"].to_list()):
         digest.update(f"{example_id}\t{text}\n".encode())
-        cuts = cuts or (settings.split_sentences > 0 and len(split_sentences(text)) >= cut_from)
+        cuts = cuts or (settings.split_sentences > 0 and len(passage_texts(text, settings.split_sentences)) > 1)
     if cuts:
         digest.update(PIECES_RULE.encode())
     return digest.hexdigest()

@@ -68,11 +68,12 @@ def self_contained_pieces(sentences: list[str]) -> list[str]:
     pieces: list[str] = []
     anchor: str | None = None
     for sentence in sentences:
-        if anchor is not None and _REFERS_BACK.search(sentence):
+        refers_back = _REFERS_BACK.search(sentence) is not None
+        if anchor is not None and refers_back:
             pieces.append(f"{anchor} {sentence}")
             continue
         pieces.append(sentence)
-        if names_someone(sentence) and not _REFERS_BACK.search(sentence):
+        if not refers_back and names_someone(sentence):
             anchor = sentence
     return pieces
 
