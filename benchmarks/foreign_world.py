@@ -13,8 +13,11 @@ usually stated in another paraphrase. With --paragraphs N, each row joins 1 to N
 different people, as a page of records would), so rows are several facts and often longer than the
 64 tokens of a single-sentence world. With --biographies N, each row is instead 1 to N sentences about
 one person in running prose, as an encyclopedia's article would be: the first names them, the rest say
-"He" or "She" (or "him", "her"), so most sentences state a fact without the subject's name. The output
-is corpus.jsonl and queries.jsonl in the README's schema.
+"He" or "She" (or "him", "her"), so most sentences state a fact without the subject's name. With
+--asides P as well, a sentence after the first is followed, with probability P, by an aside about its object
+that names it and no one else ("Port Kela lies by a slow river.", "Bo Vale lives nearby."), as prose does:
+the next pronoun still means the row's person, not the last name read. The output is corpus.jsonl and
+queries.jsonl in the README's schema.
 """
 
 from __future__ import annotations
@@ -33,15 +36,26 @@ FILLERS = ["The weather that season was unremarkable.", "Many letters from that 
            "Few visitors came by in winter.", "The roads were muddy after the rains.",
            "Nobody wrote down the rest.", "It was a quiet decade."]
 LEAD_IN = "Records show that "
+ASIDES = {  # relation -> sentences about a fact's object that name it (no pronoun, no fact of the schema)
+    "employer": ["{o} was founded long ago.", "{o} keeps its books in order."],
+    "hometown": ["{o} lies by a slow river.", "{o} is known for its bridges."],
+    "tongue": ["{o} has many dialects.", "{o} is written in an old script."],
+    "birth_year": ["{o} was a hard year.", "Harvests failed in {o}."],
+    "rival": ["{o} lives nearby.", "{o} is well liked in town."],
+}
 MAX_MENTIONS = 16
 SUBJECTS = 900
 
 
 def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: int = 1,
-                biographies: int = 0) -> tuple[int, int, int]:
+                biographies: int = 0, asides: float = 0.0) -> tuple[int, int, int]:
     """Write out/corpus.jsonl and out/queries.jsonl; returns (rows, facts, queries)."""
     if paragraphs > 1 and biographies:
         raise ValueError("--paragraphs and --biographies are two ways to build rows; give one")
+    if asides and not biographies:
+        raise ValueError("--asides interrupts biographies; give --biographies N as well")
+    if not 0.0 <= asides <= 1.0:
+        raise ValueError(f"--asides is a probability, got {asides}")
     rng = random.Random(seed)
 
     def word(syllables: int) -> str:
@@ -85,7 +99,7 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
         return text
 
     if biographies:
-        rows = biography_rows(facts, relations, biographies, statement, rng)
+        rows = biography_rows(facts, relations, biographies, statement, rng, asides)
     else:
         rows = [{"text": statement(rng.choice(relations[relation][1]), subject, obj), "facts": [[subject, relation, obj]]}
                 for subject, relation, obj, mentions in facts for _ in range(mentions)]
@@ -117,9 +131,11 @@ def write_world(out: Path, seed: int, n_rows: int, n_queries: int, paragraphs: i
 
 
 def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, tuple[list[str], list[str]]],
-                   most: int, statement: Callable[[str, str, str], str], rng: random.Random) -> list[dict]:
+                   most: int, statement: Callable[[str, str, str], str], rng: random.Random,
+                   asides: float = 0.0) -> list[dict]:
     """Each person's fact mentions, shuffled and cut into rows of 1 to `most` sentences: the first names
-    the person, the rest refer to them by pronoun ("He ..." at a sentence's start, "him" elsewhere)."""
+    the person, the rest refer to them by pronoun ("He ..." at a sentence's start, "him" elsewhere). With
+    `asides`, a later sentence is followed with that probability by an aside naming its object (ASIDES)."""
     by_subject: dict[str, list[tuple[str, str, str]]] = {}
     for subject, relation, obj, mentions in facts:
         by_subject.setdefault(subject, []).extend([(subject, relation, obj)] * mentions)
@@ -138,6 +154,9 @@ def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, 
                 else:
                     pronoun = he if template.startswith("{s}") else him
                     sentences.append(statement(template, "{s}", obj).replace("{s}", pronoun))
+                    if asides and relation in ASIDES and rng.random() < asides:
+                        aside = rng.choice(ASIDES[relation]).format(o=obj)
+                        sentences.append(aside[0].upper() + aside[1:])
             rows.append({"text": " ".join(sentences), "facts": [list(fact) for fact in dict.fromkeys(group)]})
             start += len(group)
     return rows
@@ -164,10 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paragraphs", type=int, default=1, help="most sentences joined into one row (default 1)")
     parser.add_argument("--biographies", type=int, default=0,
                         help="rows of 1 to N sentences about one person, later ones by pronoun (default 0: off)")
+    parser.add_argument("--asides", type=float, default=0.0,
+                        help="with --biographies: probability that a later sentence is followed by an aside "
+                             "naming its object (default 0: none)")
     args = parser.parse_args(argv)
     try:
         rows, facts, queries = write_world(args.out, args.seed, args.rows, args.queries, args.paragraphs,
-                                           args.biographies)
+                                           args.biographies, args.asides)
     except ValueError as error:  # write_world checks its arguments before writing anything
         parser.error(str(error))
     print(f"{args.out}: {rows} rows stating {facts} facts, {queries} queries")

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from trackstar_pipeline.data.records import ground_truth, load_corpus, load_queries
+from trackstar_pipeline.training.sentences import split_sentences
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "foreign_world.py"
 
@@ -57,3 +58,21 @@ def test_paragraphs_and_biographies_are_refused_together(tmp_path: Path) -> None
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "x"), "--paragraphs", "3",
                              "--biographies", "3"], capture_output=True, text=True)
     assert result.returncode != 0 and "give one" in result.stderr
+
+
+def test_asides_name_a_stated_object_between_a_biographys_sentences_and_need_biographies(tmp_path: Path) -> None:
+    plain = _write(tmp_path / "plain", 5, 1500, 60, "--biographies", "4")
+    with_asides = _write(tmp_path / "asides", 5, 1500, 60, "--biographies", "4", "--asides", "0.5")
+    assert with_asides != plain
+    corpus = load_corpus(str(tmp_path / "asides" / "corpus.jsonl")).frame
+    asides = 0
+    for text, facts in zip(corpus["text"].to_list(), corpus["facts"].to_list()):
+        for sentence in split_sentences(text):
+            if any(sentence.endswith(ending) for ending in ("lies by a slow river.", "lives nearby.", "has many dialects.")):
+                asides += 1
+                assert any(sentence.startswith(fact[2]) for fact in facts)  # about an object the row states
+                assert not any(fact[0] in sentence for fact in facts)  # not the row's person
+    assert asides > 20
+    result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "x"), "--asides", "0.5"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "--biographies" in result.stderr

@@ -33,15 +33,22 @@ def test_joining_the_sentences_gives_back_the_text_up_to_whitespace():
     # a sentence with a third-person pronoun is trained after the sentence that names whom it means
     (["Ann Lee plays the lute.", "She grew up in Rome.", "Bo Kim speaks Kish."],
      ["Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]),
-    # ... the last such sentence, past a sentence that names no one and one that refers back itself
+    # ... past a sentence that names no one and one that refers back itself
     (["Ann Lee plays the lute.", "The roads were muddy.", "In 1900 she moved to Oslo.", "Her birth year is 1881."],
      ["Ann Lee plays the lute.", "The roads were muddy.", "Ann Lee plays the lute. In 1900 she moved to Oslo.",
       "Ann Lee plays the lute. Her birth year is 1881."]),
-    # a new name is the new anchor, a one-word name at the start too
-    (["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "He grew up in Rome."],
-     ["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "Bo Kim speaks Kish. He grew up in Rome."]),
-    (["Ann Lee plays the lute.", "Bob sings.", "Many letters survive.", "He grew up in Rome."],
-     ["Ann Lee plays the lute.", "Bob sings.", "Many letters survive.", "Bob sings. He grew up in Rome."]),
+    # a later name joins the row's first: an aside about a place keeps the person, a page of records gets the
+    # nearest name; a one-word name at the start counts
+    (["Ann Lee grew up in Oslo.", "Oslo lies by a river.", "She plays the lute."],
+     ["Ann Lee grew up in Oslo.", "Oslo lies by a river.", "Ann Lee grew up in Oslo. Oslo lies by a river. She plays "
+      "the lute."]),
+    (["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "Cy Ng sings.", "He grew up in Rome."],
+     ["Ann Lee plays the lute.", "Bo Kim speaks Kish.", "Cy Ng sings.",
+      "Ann Lee plays the lute. Cy Ng sings. He grew up in Rome."]),
+    (["Many letters survive.", "Bob sings.", "Many letters survive.", "He grew up in Rome."],
+     ["Many letters survive.", "Bob sings.", "Many letters survive.", "Bob sings. He grew up in Rome."]),
+    # the same sentence twice is one anchor
+    (["Bob sings.", "Bob sings.", "He grew up in Rome."], ["Bob sings.", "Bob sings.", "Bob sings. He grew up in Rome."]),
     # a pronoun with no anchor before it stays as it is
     (["It was a quiet decade.", "Ann Lee plays the lute."], ["It was a quiet decade.", "Ann Lee plays the lute."]),
     # whole words only: 'the', 'this', 'Hermes' and 'shelter' are not pronouns
