@@ -100,14 +100,16 @@ def with_second_row(saved: dict[str, Any], rankings: dict[str, list[tuple[str, f
 
 
 def fused(saved: dict[str, Any], bm25_weight: float, rrf_k: float, head: int, head_pool: int,
-          head_pool_ratio: float = 0.0, follow: int = 0, component: str = "trackstar") -> dict[str, list[tuple[str, float]]]:
+          head_pool_ratio: float = 0.0, follow: int = 0, component: str = "trackstar",
+          near_tie: float = 0.0) -> dict[str, list[tuple[str, float]]]:
     """The rule's fused ranking per query, BM25 first (it leads), the TrackStar `component` at weight 1."""
     bm25, trackstar = saved["open_set"]["bm25"], saved["open_set"][component]
     bm25_scores = saved.get("open_set_scores", {}).get("bm25", {})
     result = {}
     for query_id in trackstar:
         totals = fusion_scores([bm25[query_id], trackstar[query_id]], [bm25_weight, 1.0], rrf_k, head,
-                               max(head, head_pool), bm25_scores.get(query_id), head_pool_ratio, follow)
+                               max(head, head_pool), bm25_scores.get(query_id), head_pool_ratio, follow,
+                               near_tie=near_tie)
         result[query_id] = sorted(totals.items(), key=lambda item: -item[1])[:100]
     return result
 
@@ -118,12 +120,16 @@ def default_component(saved: dict[str, Any]) -> str:
     return name if name in saved["open_set"] else "trackstar"
 
 
-def default_fusion(saved: dict[str, Any], component: str | None = None) -> dict[str, list[tuple[str, float]]]:
-    """The ranking evaluate's trackstar+bm25 gives at the default evaluation settings (another component if given)."""
+def default_fusion(saved: dict[str, Any], component: str | None = None,
+                   near_tie: float | None = None) -> dict[str, list[tuple[str, float]]]:
+    """The ranking evaluate's trackstar+bm25 gives at the default evaluation settings (another component or
+    near_tie if given). A run saved without BM25's scores (before session 7) is replayed without the near tie."""
     defaults = EvaluationSettings()
+    if near_tie is None:
+        near_tie = defaults.fusion_bm25_near_tie if "open_set_scores" in saved else 0.0
     return fused(saved, defaults.fusion_bm25_weight, defaults.rrf_k, defaults.fusion_bm25_head,
                  defaults.fusion_bm25_head_pool, defaults.fusion_bm25_head_ratio, defaults.fusion_bm25_follow,
-                 component or default_component(saved))
+                 component or default_component(saved), near_tie)
 
 
 def rule_rankings(saved: dict[str, Any]) -> Iterator[tuple[str, dict[str, list[tuple[str, float]]]]]:
@@ -131,7 +137,9 @@ def rule_rankings(saved: dict[str, Any]) -> Iterator[tuple[str, dict[str, list[t
     table's trackstar, as they were measured), the default with each other TrackStar ranking saved, then
     SECOND_ROW_RULES on the default."""
     component, default = default_component(saved), default_fusion(saved)
-    yield f"default (session 15: fuses {component})", default
+    yield f"default (session 18: fuses {component}, BM25's near tie leads)", default
+    if "open_set_scores" in saved:
+        yield "default without BM25's near tie (session 15)", default_fusion(saved, near_tie=0.0)
     for label, weight, rrf_k, head, head_pool, ratio, follow in RULES:
         if ratio > 0 and "open_set_scores" not in saved:
             continue  # rankings.json from before quality.py saved scores

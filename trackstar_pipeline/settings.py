@@ -330,6 +330,14 @@ class EvaluationSettings:
     about 70. Session 8, fourteen saved models (fusion_sweep.py, open set): MRR +0.000 to +0.004, never
     lower; world 1's 0.871 became 0.875 (bound 0.873). 5 gained as much as 10 everywhere but one world.
     The closed set's fusion (BM25 top 100 and other candidates) follows the same rule."""
+    fusion_bm25_near_tie: float = 0.9
+    """BM25's best row after its head leads too, right after it, when BM25 scores it at least this share of its
+    first (0: off). Where BM25 cannot tell its first two rows apart, the fact is as likely in the second: on
+    biography worlds BM25's first row was a short row naming the subject in another fact for 4-6% of the
+    queries, the stating row second, and the fusion's MRR came within 0.001-0.008 of BM25's bound on 7 of 8
+    runs. Replayed on 24 saved benchmark runs (session 18, fusion_sweep.py): MRR margin at least +0.015
+    (was +0.001), the same 20 runs pass both fusion targets, mean fusion - TrackStar tail-patch@10 +1.5e-3
+    (was +2.0e-3); 0.8 to 0.98 gave 19-20 passing runs with margins of at least +0.007."""
     fusion_page: int | None = None
     """The fused rows taken as the page that BM25's follow rows come after; None: the largest of
     tailpatch_k (10), so the follow rows never change a tail-patch figure."""

@@ -109,7 +109,8 @@ def test_a_bad_fusion_setting_fails_before_any_corpus_pass(tmp_path):
     corpus, queries, truth = small_world()
     for override, message in (({"evaluation.fusion_page": 0}, "page 0 >= 1"),
                               ({"evaluation.fusion_bm25_follow": -2}, "follow -2 must be >= 0"),
-                              ({"evaluation.fusion_bm25_head_pool": 0}, "head_pool 0 is smaller than head 1")):
+                              ({"evaluation.fusion_bm25_head_pool": 0}, "head_pool 0 is smaller than head 1"),
+                              ({"evaluation.fusion_bm25_near_tie": 1.5}, "near_tie 1.5 is not between 0 and 1")):
         seen: list[str] = []
         settings = load_settings(overrides=override)
         with pytest.raises(ValueError, match=message):

@@ -85,6 +85,26 @@ def test_weighted_fusion_led_by_one_methods_head_by_hand():
     assert [CORPUS_IDS[i] for i in np.argsort(-all_scores, kind="stable")] == ["c0", "c1", "c3", "c2"]
 
 
+def test_bm25s_near_tie_leads_right_after_its_head_and_only_when_near():
+    lists = [["a", "b", "c"], ["x", "y", "c", "a", "b"]]
+    near = fusion_scores(lists, [0.5, 1.0], rrf_k=60, head=1, head_scores=[10.0, 9.5, 3.0], near_tie=0.9)
+    assert sorted(near, key=lambda c: -near[c])[:3] == ["a", "b", "c"]  # b scores 0.95 of a: it leads second
+    far = fusion_scores(lists, [0.5, 1.0], rrf_k=60, head=1, head_scores=[10.0, 8.0, 3.0], near_tie=0.9)
+    assert sorted(far, key=lambda c: -far[c])[:3] == ["a", "c", "b"]  # 0.8 of a: fused as before
+    assert far == fusion_scores(lists, [0.5, 1.0], rrf_k=60, head=1)
+    # the near row is the best one the head left out: with the head picked from a pool, it may be BM25's first
+    pooled = fusion_scores([["a", "b", "c"], ["b", "x"]], [0.5, 1.0], rrf_k=60, head=1, head_pool=2,
+                           head_scores=[10.0, 9.5, 9.4], near_tie=0.9)
+    assert sorted(pooled, key=lambda c: -pooled[c])[:2] == ["b", "a"]
+    # no head, nothing to join
+    assert fusion_scores(lists, [0.5, 1.0], rrf_k=60, head_scores=[10.0, 9.5, 3.0], near_tie=0.9) == \
+        fusion_scores(lists, [0.5, 1.0], rrf_k=60)
+    with pytest.raises(ValueError, match="near_tie needs the first method's scores"):
+        fusion_scores(lists, [0.5, 1.0], rrf_k=60, head=1, near_tie=0.9)
+    with pytest.raises(ValueError, match="near_tie 1.5 is not between 0 and 1"):
+        fusion_scores(lists, [0.5, 1.0], rrf_k=60, head=1, head_scores=[1.0], near_tie=1.5)
+
+
 def test_fusion_head_keeps_the_leading_methods_order_and_rejects_bad_arguments():
     totals = fusion_scores([["a", "b", "c"], ["c", "b", "a"]], [1.0, 1.0], rrf_k=0, head=2)
     assert sorted(totals, key=lambda c: -totals[c]) == ["a", "b", "c"]

@@ -110,10 +110,12 @@ def _fusion_reference(component: str) -> dict[str, list[str]]:
     dense, (corpus, queries, *_) = _dense_scores(), _world()
     ids, reference = corpus["id"].to_list(), {}
     for row, query_id in enumerate(queries["id"].to_list()):
-        lists = [[ids[j] for j in np.argsort(-dense[name][row], kind="stable")[:FUSION_DEPTH]] for name in ("bm25", component)]
+        orders = [np.argsort(-dense[name][row], kind="stable")[:FUSION_DEPTH] for name in ("bm25", component)]
+        lists = [[ids[j] for j in order] for order in orders]
         totals = fusion_scores(lists, [evaluation.fusion_bm25_weight, 1.0], evaluation.rrf_k, evaluation.fusion_bm25_head,
-                               evaluation.fusion_bm25_head_pool, None, 0.0, evaluation.fusion_bm25_follow,
-                               evaluation.fusion_page_size)
+                               evaluation.fusion_bm25_head_pool, list(dense["bm25"][row][orders[0]]), 0.0,
+                               evaluation.fusion_bm25_follow, evaluation.fusion_page_size,
+                               evaluation.fusion_bm25_near_tie)
         reference[query_id] = [i for i, _ in sorted(totals.items(), key=lambda item: -item[1])[:10]]
     return reference
 

@@ -70,7 +70,7 @@ from trackstar_pipeline.evaluation.metrics import bucket_of, group_queries, rank
 from trackstar_pipeline.evaluation.report import EXPLORER_TOP, write_report
 from trackstar_pipeline.evaluation.result import EvaluationResult
 from trackstar_pipeline.evaluation.scorers import (FusionScorer, MethodScorer, Ranking, checked_follow,
-                                                  checked_head_pool)
+                                                  checked_head_pool, checked_near_tie)
 from trackstar_pipeline.evaluation.stream import RandomMethod, ShardMethod, VectorMethod, stream_methods
 from trackstar_pipeline.evaluation.tailpatch import (
     TailPatchEffect,
@@ -207,6 +207,7 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     # the fusion's arguments are checked here, before any corpus pass, not when it is built at the end
     checked_head_pool(evaluation.fusion_bm25_head, evaluation.fusion_bm25_head_pool, evaluation.fusion_bm25_head_ratio)
     checked_follow(evaluation.fusion_bm25_follow, evaluation.fusion_page_size)
+    checked_near_tie(evaluation.fusion_bm25_near_tie)
     fused_trackstar = lambda_method_name(settings.attribution, evaluation.fusion_trackstar_lambda)
     given: dict[str, MethodScorer] = dict(inputs.methods or {})
     query_ids = sample["id"].to_list()
@@ -246,7 +247,7 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
                                                  head_pool=evaluation.fusion_bm25_head_pool,
                                                  head_pool_ratio=evaluation.fusion_bm25_head_ratio,
                                                  follow=evaluation.fusion_bm25_follow, page=evaluation.fusion_page_size,
-                                                 names=[fused_trackstar, "bm25"])
+                                                 names=[fused_trackstar, "bm25"], near_tie=evaluation.fusion_bm25_near_tie)
     return methods, candidates, n_corpus, lambda_used
 
 

@@ -112,9 +112,16 @@ def checked_follow(follow: int, page: int) -> None:
                          "right after the fused first page)")
 
 
+def checked_near_tie(near_tie: float) -> None:
+    """The near_tie argument's check, shared like checked_head_pool (with no head it changes nothing)."""
+    if not 0.0 <= near_tie <= 1.0:
+        raise ValueError(f"rank fusion: near_tie {near_tie} is not between 0 and 1 (a share of BM25's best score)")
+
+
 def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: float,
                   head: int = 0, head_pool: int | None = None, head_scores: Sequence[float] | None = None,
-                  head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10) -> dict[str, float]:
+                  head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10,
+                  near_tie: float = 0.0) -> dict[str, float]:
     """Weighted reciprocal rank fusion of id lists (best first): sum over lists of w / (rrf_k + rank).
 
     The first list's top `head` lead, above every fused score: a method that is nearly always right at
@@ -132,11 +139,15 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     the proponents, and where BM25's first row missed the fact, its next rows, which often state it,
     are not buried at rank 70 behind TrackStar's tail. Scores keep that order strictly: those rows
     score between the page's last and the next row (_with_followers).
+    With `near_tie` > 0 and a head, the first list's best row outside the head leads too, right after it,
+    when it scores at least near_tie x the first list's best (head_scores): where BM25 cannot tell its
+    first two rows apart, the fact is as likely in its second, so both lead.
     """
     if len(weights) != len(ranked):
         raise ValueError(f"rank fusion: {len(weights)} weights for {len(ranked)} methods; give one weight per method")
     pool = checked_head_pool(head, head_pool, head_pool_ratio)
     checked_follow(follow, page)
+    checked_near_tie(near_tie)
     totals: dict[str, float] = {}
     for weight, ids in zip(weights, ranked):
         for rank, corpus_id in enumerate(ids, start=1):
@@ -156,11 +167,25 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
                 support[corpus_id] = support.get(corpus_id, 0.0) + weight / (rrf_k + rank)
         candidates.sort(key=lambda corpus_id: -support.get(corpus_id, 0.0))  # stable: first list's order on ties
     lead = candidates[:head]
+    if near_tie > 0.0 and lead:
+        lead += _near_tie_row(ranked[0], head_scores, lead, near_tie)
     for rank, corpus_id in enumerate(lead, start=1):
         totals[corpus_id] = ceiling + 1.0 + len(lead) - rank
     if follow and ranked:
         return _with_followers(totals, list(ranked[0][:follow]), page)
     return totals
+
+
+def _near_tie_row(first: Sequence[str], scores: Sequence[float] | None, lead: Sequence[str],
+                  near_tie: float) -> list[str]:
+    """[the first list's best row outside the lead] when it scores at least near_tie x the list's best, else []."""
+    if scores is None:
+        raise ValueError("rank fusion: near_tie needs the first method's scores, best first")
+    floor = scores[0] - (1.0 - near_tie) * abs(scores[0]) if scores else 0.0
+    for position, corpus_id in enumerate(first):
+        if corpus_id not in lead:
+            return [corpus_id] if position < len(scores) and scores[position] >= floor else []
+    return []
 
 
 def _with_followers(totals: dict[str, float], followers: list[str], page: int) -> dict[str, float]:
@@ -198,13 +223,14 @@ class FusionScorer:
                  query_ids: Sequence[str] | None = None, weights: Sequence[float] | None = None,
                  head_method: int = 0, head: int = 0, head_pool: int | None = None,
                  head_pool_ratio: float = 0.0, follow: int = 0, page: int = 10,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, near_tie: float = 0.0) -> None:
         """query_ids: the queries to fuse (each method must score them); default, those every method scores.
         names: the fused methods' names, one per scorer, for the report (empty: not named).
         weights: one per method (default all 1); head: how many of scorers[head_method]'s best lead;
         head_pool: they are picked from its top head_pool in the other methods' order, head_pool_ratio:
         among the rows scoring at least that share of its best; follow: how many of its top follow the
-        fused first `page` (fusion_scores)."""
+        fused first `page`; near_tie: its next row leads too when it scores at least that share of its
+        best (fusion_scores)."""
         if len(scorers) < 2:
             raise ValueError("rank fusion needs at least two methods")
         if not 0 <= head_method < len(scorers):
@@ -230,6 +256,8 @@ class FusionScorer:
         self.head_pool_ratio = head_pool_ratio
         checked_follow(follow, page)
         self.follow, self.page = follow, page
+        checked_near_tie(near_tie)
+        self.near_tie = near_tie
         self.depth = depth
         """Open set: each method's top `depth` are fused; ids outside a method's top add nothing."""
 
@@ -237,7 +265,8 @@ class FusionScorer:
         """fusion_scores with the head method's list first (its order also breaks ties)."""
         order = [self.head_method] + [i for i in range(len(ranked)) if i != self.head_method]
         return fusion_scores([ranked[i] for i in order], [self.weights[i] for i in order], self.rrf_k, self.head,
-                             self.head_pool, head_scores, self.head_pool_ratio, self.follow, self.page)
+                             self.head_pool, head_scores, self.head_pool_ratio, self.follow, self.page,
+                             self.near_tie)
 
     def top_k(self, k: int) -> dict[str, Ranking]:
         depth = max(k, self.depth)
