@@ -228,13 +228,17 @@ def test_split_sentences_trains_a_sentence_that_refers_back_after_the_sentence_i
         "Ann Lee plays the lute.", "Ann Lee plays the lute. She grew up in Rome.", "Bo Kim speaks Kish."]
 
 
-def test_a_new_piece_rule_retrains_only_a_corpus_whose_rows_it_cuts(monkeypatch) -> None:
+def test_a_new_piece_rule_retrains_only_a_corpus_whose_pieces_it_changes(monkeypatch) -> None:
     """A cached model trained other texts from the same rows under an older rule; short rows trained the same."""
     short = pl.DataFrame({"id": ["a", "b"], "text": ["Ann Lee plays the lute.", "Bo Kim sings. She is loud."]})
     cut = pl.DataFrame({"id": ["a"], "text": ["Ann Lee plays the lute. She grew up in Rome. Bo Kim speaks Kish."]})
     whole = replace(TINY, split_sentences=0)
     before = [fingerprint(short, TINY), fingerprint(cut, TINY), fingerprint(cut, whole)]
-    monkeypatch.setattr(pretrain_module, "PIECES_RULE", "another rule")
+    rule = pretrain_module.passage_texts
+    monkeypatch.setattr(pretrain_module, "passage_texts", lambda text, split_from: list(rule(text, split_from)))
+    assert [fingerprint(short, TINY), fingerprint(cut, TINY)] == before[:2]  # a rule giving the same pieces
+    monkeypatch.setattr(pretrain_module, "passage_texts",
+                        lambda text, split_from: [piece.replace("She", "Ann Lee") for piece in rule(text, split_from)])
     assert fingerprint(short, TINY) == before[0]
     assert fingerprint(cut, TINY) != before[1]
     assert fingerprint(cut, whole) == before[2]  # nothing is cut at split_sentences 0

@@ -157,7 +157,7 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     if head_pool_ratio > 0.0 and len(candidates) > head:
         if head_scores is None or len(head_scores) < len(candidates):
             raise ValueError("rank fusion: head_pool_ratio needs the first method's scores of its top head_pool")
-        floor = head_scores[0] - (1.0 - head_pool_ratio) * abs(head_scores[0])
+        floor = _least_within(head_scores[0], head_pool_ratio)
         candidates = candidates[:head] + [corpus_id for corpus_id, score in zip(candidates[head:], head_scores[head:])
                                           if score >= floor]
     if pool > head:
@@ -176,12 +176,17 @@ def fusion_scores(ranked: Sequence[Sequence[str]], weights: Sequence[float], rrf
     return totals
 
 
+def _least_within(best: float, share: float) -> float:
+    """The least score that is at least `share` of `best` (measured from zero, so also for a negative best)."""
+    return best - (1.0 - share) * abs(best)
+
+
 def _near_tie_row(first: Sequence[str], scores: Sequence[float] | None, lead: Sequence[str],
                   near_tie: float) -> list[str]:
     """[the first list's best row outside the lead] when it scores at least near_tie x the list's best, else []."""
     if scores is None:
         raise ValueError("rank fusion: near_tie needs the first method's scores, best first")
-    floor = scores[0] - (1.0 - near_tie) * abs(scores[0]) if scores else 0.0
+    floor = _least_within(scores[0], near_tie) if scores else 0.0
     for position, corpus_id in enumerate(first):
         if corpus_id not in lead:
             return [corpus_id] if position < len(scores) and scores[position] >= floor else []

@@ -39,7 +39,7 @@ from trackstar_pipeline.data.tokenizer import TOKENIZER_RECIPE, train_bpe_tokeni
 from trackstar_pipeline.training.adaptive import (TrainingPlan, at_width, candidate_widths, corpus_probe, plan_training,
                                                    probe_due)
 from trackstar_pipeline.training.recall import fact_recall
-from trackstar_pipeline.training.sentences import PIECES_RULE, passage_texts
+from trackstar_pipeline.training.sentences import passage_texts
 from trackstar_pipeline.settings import TrainingSettings
 
 MODEL_SUBDIR = "model"
@@ -347,17 +347,17 @@ class EpochSchedule:
 
 
 def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
-    """Hash of the corpus and the training settings; a checkpoint from other inputs is not resumed. The rule that
-    cuts rows into pieces counts only where it cuts one, so a corpus of short rows keeps its cached model."""
+    """Hash of the corpus and the training settings; a checkpoint from other inputs is not resumed. A row cut into
+    pieces (training.split_sentences) counts by its pieces, the texts it trains: a new cutting rule retrains
+    only a corpus whose pieces it changes, and a corpus of short rows keeps its cached model."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
     digest.update(TOKENIZER_RECIPE.encode())
-    cuts = False
     for example_id, text in zip(corpus["id"].to_list(), corpus["text"].to_list()):
         digest.update(f"{example_id}\t{text}\n".encode())
-        cuts = cuts or (settings.split_sentences > 0 and len(passage_texts(text, settings.split_sentences)) > 1)
-    if cuts:
-        digest.update(PIECES_RULE.encode())
+        pieces = passage_texts(text, settings.split_sentences) if settings.split_sentences > 0 else [text]
+        if len(pieces) > 1:
+            digest.update(("\x1f".join(pieces) + "\x1e").encode())  # unit and record separators
     return digest.hexdigest()
 
 

@@ -26,10 +26,6 @@ from __future__ import annotations
 
 import re
 
-PIECES_RULE = "self-contained pieces: a pronoun sentence after the row's first and last anchors (session 18)"
-"""Part of pretraining's fingerprint when a row is cut (training.split_sentences): a model cached under an older
-rule, which trained other texts from the same rows, is trained again."""
-
 _BOUNDARY = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:^|[\s(\"'])[A-Z][a-z]{0,2}\.$")
 """A capitalised word of at most three letters ('Dr', 'Mrs', 'St', 'Inc') or an initial ('J'), then the period."""
