@@ -210,10 +210,12 @@ class TrainingSettings:
     passage world 0.55-0.68 / 0.932, an 8k-row one 0.712 / 0.876. Splitting every multi-sentence row (1 or 2)
     cost a sentence world whose facts follow a filler sentence 0.15 (0.922 / 0.768); rows of one or two
     sentences, every earlier benchmark world's, train exactly as before. A sentence with a third-person pronoun
-    is trained after the last sentence before it that names someone (training/sentences.py), or the fact it
-    states would be about nobody. Session 17, worlds of one-person biographies: a 4k-row one recalled 0.484
-    with bare sentences, 0.700 with pronoun sentences kept in their runs, 0.892 anchored; a 5k-row one 0.488
-    kept in runs, 0.758-0.822 anchored (two training seeds), in the same time budget."""
+    is trained after the row's first and last sentences before it that name someone (training/sentences.py),
+    or the fact it states would be about nobody. Session 17, worlds of one-person biographies: a 4k-row one
+    recalled 0.484 with bare sentences, 0.700 with pronoun sentences kept in their runs, 0.892 anchored; a
+    5k-row one 0.488 kept in runs, 0.758-0.822 anchored (two training seeds), in the same time budget. Session
+    18, asides naming a place or a rival between a biography's sentences: the facts the last naming sentence
+    alone left without their subject recalled 0.087, and 0.391 after the first and last."""
     packing: Literal["mixed", "text", "eos", "none"] = "mixed"
     """How a step's rows are laid out for the model. none: one row per sequence (BOS, row, EOS); text: back to
     back in sequences of up to max_length tokens (BOS, row row row, EOS), as LM pretraining packs documents;
@@ -286,10 +288,11 @@ class EvaluationSettings:
     the fact) 0.982-0.986 / the same / 1.000. trackstar+bm25, which leads with BM25's first row, follows it.
     Rows of one sentence (the embedded, generated and Wikidata worlds') score exactly as before. Lower than
     training.split_sentences (3), which keeps a lead sentence and a statement together for the model; retrieval
-    has no such reason. A sentence with a pronoun ('She grew up in Rome.') is scored after the last sentence
-    naming someone, as pretraining reads it (training/sentences.py): session 17, three biography worlds (one
-    person a row, later sentences by pronoun), whole rows 0.845-0.882, bare sentences at 2 0.844-0.869, with
-    that rule 0.964-0.968; every other foreign world within 0.001 of bare sentences."""
+    has no such reason. A sentence with a pronoun ('She grew up in Rome.') is scored after the row's first and
+    last sentences naming someone, as pretraining reads it (training/sentences.py): session 17, three biography
+    worlds (one person a row, later sentences by pronoun), whole rows 0.845-0.882, bare sentences at 2
+    0.844-0.869, after the last naming sentence 0.964-0.968; every other foreign world within 0.001 of bare
+    sentences. Session 18, after the first and last: a world with asides 0.960 -> 0.963, the others unchanged."""
     closed_set_bm25: int = 100
     closed_set_same_completion: int = 100
     closed_set_random: int = 100

@@ -19,9 +19,10 @@ best-matching sentence, each sentence a document of its own in the statistics: "
 SIGIR 2019). Over a whole passage of several facts the query's words match across sentences (its subject
 in one fact, its relation in another), and BM25 ranked such a row above the one stating the fact for
 27-37% of the queries; by its best sentence, that row states the fact. Rows of fewer sentences are whole
-documents, as in plain BM25. A sentence with a pronoun ('She lives in Rome.') is scored after the last
-sentence naming someone (training/sentences.py's pieces), or it would match no subject: on biography
-worlds that lifted BM25's MRR from 0.844-0.869 to 0.964-0.968 (docs/quality_results.md, session 17).
+documents, as in plain BM25. A sentence with a pronoun ('She lives in Rome.') is scored after the row's
+first and last sentences naming someone (training/sentences.py's pieces), or it would match no subject:
+on biography worlds that lifted BM25's MRR from 0.844-0.869 to 0.964-0.968 (docs/quality_results.md,
+sessions 17 and 18).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ScoredUnits:
 
 def scored_units(texts: Sequence[str], split_sentences: int) -> ScoredUnits:
     """Each row whole (split_sentences 0), or as its self-contained pieces (its sentences, a pronoun's after its
-    anchor) when it has at least split_sentences sentences (training/sentences.py's passage_texts, the rule
+    anchors) when it has at least split_sentences sentences (training/sentences.py's passage_texts, the rule
     pretraining splits rows by)."""
     if split_sentences <= 0:
         return ScoredUnits(list(texts), np.arange(len(texts), dtype=np.int64))
