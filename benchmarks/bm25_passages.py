@@ -14,9 +14,9 @@ splitting and of scoring more, shorter documents), and per mode the largest size
 smallest's (memory flat in the corpus size: about 1).
 
 With --pronoun-share S, that share of the sentences after a row's first open with "He" or "She" instead of a
-capitalised word, as in a biography: split rows then score each such sentence after its anchor (the last earlier
-sentence that names someone, training/sentences.py), which adds a pronoun search per sentence and repeats the
-anchor's words once per pronoun sentence. At 0 the rows are the same as before the option existed.
+capitalised word, as in a biography: split rows then score each such sentence after its anchors (the row's first
+and last earlier sentences that name someone, training/sentences.py), which adds a pronoun search per sentence and
+repeats the anchors' words once per pronoun sentence. At 0 the rows are the same as before the option existed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def generated_passages(seed: int, count: int, pronoun_share: float = 0.0) -> lis
     lengths = rng.integers(5, 13, sentences_per_row.sum())
     words = np.minimum(rng.zipf(1.3, lengths.sum()), VOCABULARY) - 1
     bounds = np.cumsum(sentences_per_row)
-    openers = np.array([f"W{row[0]}" for row in np.split(words, np.cumsum(lengths)[:-1])], dtype=object)
+    sentence_words = np.split(words, np.cumsum(lengths)[:-1])
+    openers = np.array([f"W{row[0]}" for row in sentence_words], dtype=object)
     if pronoun_share > 0:
         later = np.ones(len(openers), dtype=bool)
         later[np.r_[0, bounds[:-1]]] = False  # a row's first sentence names its subject
@@ -51,7 +52,7 @@ def generated_passages(seed: int, count: int, pronoun_share: float = 0.0) -> lis
         openers[later & pronouns] = np.where(np.random.default_rng([seed, 2]).random((later & pronouns).sum()) < 0.5,
                                              "He", "She")
     sentences = [f"{opener} " + " ".join(f"w{w}" for w in row[1:]) + "."
-                 for opener, row in zip(openers, np.split(words, np.cumsum(lengths)[:-1]))]
+                 for opener, row in zip(openers, sentence_words)]
     return [" ".join(sentences[start:end]) for start, end in zip(np.r_[0, bounds[:-1]], bounds)]
 
 

@@ -155,8 +155,7 @@ def biography_rows(facts: list[tuple[str, str, str, int]], relations: dict[str, 
                     pronoun = he if template.startswith("{s}") else him
                     sentences.append(statement(template, "{s}", obj).replace("{s}", pronoun))
                     if asides and relation in ASIDES and rng.random() < asides:
-                        aside = rng.choice(ASIDES[relation]).format(o=obj)
-                        sentences.append(aside[0].upper() + aside[1:])
+                        sentences.append(rng.choice(ASIDES[relation]).format(o=obj))  # opens with a name
             rows.append({"text": " ".join(sentences), "facts": [list(fact) for fact in dict.fromkeys(group)]})
             start += len(group)
     return rows

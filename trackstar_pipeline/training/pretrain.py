@@ -132,19 +132,27 @@ class TrainingTexts(NamedTuple):
     rows_split: int
 
 
-def training_texts(corpus: pl.DataFrame, settings: TrainingSettings) -> TrainingTexts:
-    """The texts an epoch trains on, in corpus order: every row's (a row of split_sentences sentences or more as
-    its sentences, in order), or each text's first max_repeats occurrences."""
-    if settings.max_repeats < 0:
-        raise ValueError(f"training.max_repeats is {settings.max_repeats}: give 0 (every row) or a positive cap")
+def row_pieces(corpus: pl.DataFrame, settings: TrainingSettings) -> list[list[str]]:
+    """Each row's texts to train, in corpus order: its self-contained pieces where training.split_sentences cuts
+    it (training/sentences.py), else the row itself. The fingerprint and the epoch's texts both read them."""
     if settings.split_sentences < 0:
         raise ValueError(f"training.split_sentences is {settings.split_sentences}: give 0 (never) or the least "
                          "number of sentences a row is split at")
-    texts, rows_split = corpus["text"].to_list(), 0
-    if settings.split_sentences:
-        passages = [passage_texts(text, settings.split_sentences) for text in texts]
-        texts = [piece for pieces in passages for piece in pieces]
-        rows_split = sum(len(pieces) > 1 for pieces in passages)
+    texts = corpus["text"].to_list()
+    if not settings.split_sentences:
+        return [[text] for text in texts]
+    return [passage_texts(text, settings.split_sentences) for text in texts]
+
+
+def training_texts(corpus: pl.DataFrame, settings: TrainingSettings,
+                   pieces: list[list[str]] | None = None) -> TrainingTexts:
+    """The texts an epoch trains on, in corpus order: every row's (a row of split_sentences sentences or more as
+    its pieces, in order), or each text's first max_repeats occurrences. pieces: row_pieces, when already cut."""
+    if settings.max_repeats < 0:
+        raise ValueError(f"training.max_repeats is {settings.max_repeats}: give 0 (every row) or a positive cap")
+    pieces = row_pieces(corpus, settings) if pieces is None else pieces
+    texts = [piece for row in pieces for piece in row]
+    rows_split = sum(len(row) > 1 for row in pieces)
     if settings.max_repeats == 0:
         return TrainingTexts(texts, rows_split)
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
@@ -346,18 +354,19 @@ class EpochSchedule:
         return epoch + offset / (self.starts[epoch + 1] - self.starts[epoch])
 
 
-def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings) -> str:
+def fingerprint(corpus: pl.DataFrame, settings: TrainingSettings, pieces: list[list[str]] | None = None) -> str:
     """Hash of the corpus and the training settings; a checkpoint from other inputs is not resumed. A row cut into
     pieces (training.split_sentences) counts by its pieces, the texts it trains: a new cutting rule retrains
-    only a corpus whose pieces it changes, and a corpus of short rows keeps its cached model."""
+    only a corpus whose pieces it changes, and a corpus of short rows keeps its cached model. pieces: row_pieces,
+    when already cut."""
+    pieces = row_pieces(corpus, settings) if pieces is None else pieces
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
     digest.update(TOKENIZER_RECIPE.encode())
-    for example_id, text in zip(corpus["id"].to_list(), corpus["text"].to_list()):
+    for example_id, text, row in zip(corpus["id"].to_list(), corpus["text"].to_list(), pieces):
         digest.update(f"{example_id}\t{text}\n".encode())
-        pieces = passage_texts(text, settings.split_sentences) if settings.split_sentences > 0 else [text]
-        if len(pieces) > 1:
-            digest.update(("\x1f".join(pieces) + "\x1e").encode())  # unit and record separators
+        if len(row) > 1:
+            digest.update(("\x1f".join(row) + "\x1e").encode())  # unit and record separators
     return digest.hexdigest()
 
 
@@ -499,7 +508,8 @@ def rows_described(trained: int, corpus_rows: int, settings: TrainingSettings, r
     """The progress line's count of texts trained, and how split_sentences and max_repeats got it from the rows."""
     if rows_split:
         return (f"{trained} texts from {corpus_rows} rows ({rows_split} rows of {settings.split_sentences}+ sentences "
-                "as their sentences, one that refers back by pronoun after the last naming someone: training.split_sentences; "
+                "as their sentences, one that refers back by pronoun after the first and last naming someone: "
+                "training.split_sentences; "
                 f"an epoch trains a text at most {settings.max_repeats or 'any number of'} times: training.max_repeats)")
     if trained == corpus_rows:
         return f"{corpus_rows} rows"
@@ -524,7 +534,8 @@ def pretrain(
     checkpoint_path = output_dir / CHECKPOINT_FILE
     log_path = output_dir / LOG_FILE
     torch.set_num_threads(training_threads(settings))
-    key = fingerprint(corpus, settings)
+    pieces = row_pieces(corpus, settings)  # cut once: the fingerprint and the epoch's texts read them
+    key = fingerprint(corpus, settings, pieces)
 
     finished = _finished_run(model_dir, log_path, key, started)
     if finished is not None and not checkpoint_path.is_file():
@@ -535,7 +546,7 @@ def pretrain(
         for stale in model_dir.iterdir():
             stale.unlink()
     tokenizer = _load_or_train_tokenizer(corpus, settings, model_dir)
-    texts, rows_split = training_texts(corpus, settings)
+    texts, rows_split = training_texts(corpus, settings, pieces)
     rows = encode_texts(texts, tokenizer)
     read = encode_texts(corpus["text"].to_list(), tokenizer) if rows_split else rows
     context_length = model_context([len(row) for row in read], settings)  # attribution reads whole rows
