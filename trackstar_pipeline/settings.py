@@ -305,7 +305,8 @@ class EvaluationSettings:
     rrf_k: int = 60
     """Reciprocal rank fusion constant for trackstar+bm25: score = sum w / (rrf_k + rank)."""
     fusion_bm25_head: int = 1
-    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the weighted RRF of both. BM25
+    """trackstar+bm25 opens with BM25's top fusion_bm25_head proponents, then the weighted RRF of both (at the
+    default BM25 weight 0, TrackStar's exactly re-ranked order). BM25
     ranks a fact-stating row first for most fact lookups, so the fusion's MRR loses at most half of the
     queries BM25 misses at rank 1, while the RRF fills the rest of the top 10 with proponents both methods
     rank high (tail-patch above either alone). Chosen offline with benchmarks/fusion_sweep.py on four
@@ -320,12 +321,16 @@ class EvaluationSettings:
     words score nearly alike, so the head can be picked from them by TrackStar at little cost in MRR.
     Session 7 (six models, fusion_sweep.py): pool 5 at 0.9 with weight 0.5 gained 0.3e-3 tail-patch@10
     on average but came within 0.001 of the MRR bound (world 2), so it stays off."""
-    fusion_bm25_weight: float = 0.5
-    """BM25's weight in the RRF after the head (TrackStar's is 1): after BM25's first place, TrackStar's
-    proponents move the model more, so they weigh more. Chosen on the models the epochs-first plan
-    trains (session 7, six worlds, fusion_sweep.py): 0.5 beat 0.25 on tail-patch@10 on four of six
-    (mean +0.3e-3, each inside its ±2-3e-3 paired interval) and on both session-6 ones, at the same
-    MRR. Session 6 had picked 0.25 on the less-trained models of an earlier plan."""
+    fusion_bm25_weight: float = 0.0
+    """BM25's weight in the RRF after the head (TrackStar's is 1). 0: after BM25's head (and near tie) the fused
+    page is TrackStar's ranking alone, its top fusion_rerank rows re-ranked exactly; BM25's next rows follow
+    the page (fusion_bm25_follow). BM25's weight made up for the projected order's noise: rows both methods
+    rank high were likelier to move the model. With the exact re-rank it only takes places from rows that
+    move the model more. Session 19, seven saved runs replayed with the re-rank (study of 80 tail-patched
+    queries each, one-step effects measured for every new row): fusion - TrackStar tail-patch@10 at weight
+    0 / 0.25 / 0.5, in 1e-3: generated 29 +0.2 / -0.6 / -2.2, Wikidata +4.1 / +4.1 / +3.3, fp13 +7.1 /
+    +7.0 / +6.1, four biography worlds +11.6 to +16.6 / +12.1 to +17.3 / +10.3 to +14.1; MRR@10 the same.
+    Sessions 6-7 had chosen 0.25, then 0.5, for the projected order."""
     fusion_bm25_follow: int = 5
     """BM25's top fusion_bm25_follow rows that the fusion's first fusion_page rows left out come right after
     that page (0: off). The page is unchanged, so is tail-patch@page; where BM25's first row missed the
@@ -355,6 +360,17 @@ class EvaluationSettings:
     R_train only and on 7 with the table's ranking; on six sentence worlds run after the choice, 3 of 6 (the
     embedded world, Wikidata and generated world 19 miss inside noise) against 1 or 2 (docs/quality_results.md, session 15).
     Without curvature every lambda is 'trackstar'."""
+    fusion_rerank: int = 100
+    """The fused TrackStar ranking's first this many rows are re-ordered by the exact one-step alignment
+    cos(g_q, V^{-1/2} g_m) before they are fused (attribution/exact_rerank.py); 0: the projected order.
+    Within a projected top 100 the order is mostly the projection's noise: on three saved runs (session
+    19) the projected cosine ranked those rows by their measured tail-patch effect with Spearman 0.19-0.36,
+    the exact alignment with 0.89-0.90, and BM25's first row plus the re-ranked top 9 moved the model more
+    than TrackStar's top 10 on all three. Needs the model; costs one exact gradient per distinct pooled
+    row (about 5-10 ms each for the benchmarks' 2M-parameter models on this CPU)."""
+    rerank_memory_mb: int = 1024
+    """Memory for the re-rank's exact gradients (a chunk of queries and one of candidates at once).
+    A model whose single exact gradient does not fit twice stops the evaluation with a message."""
 
     @property
     def fusion_page_size(self) -> int:

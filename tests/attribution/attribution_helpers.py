@@ -73,6 +73,19 @@ def exact_gradients(model, examples, specs: list[HookedModule]) -> list[list[tor
     return result
 
 
+def reference_second_moment(state_dict: dict, model, spec) -> torch.Tensor:
+    """V of a hooked weight straight from the raw optimizer state, in module (out, in) layout."""
+    index = [id(p) for p in model.parameters()].index(id(spec.module.weight))
+    state = state_dict["state"][index]
+    if "exp_avg_sq_row" in state:  # transformers Adafactor: V = row col^T / mean(row)
+        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+        v = row[:, None] * col[None, :] / row.mean()
+    else:  # AdamW with bias correction
+        beta2 = state_dict["param_groups"][0]["betas"][1]
+        v = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+    return v.T if spec.transposed else v
+
+
 QUERY_IDS = ["q-short", "q-long", "q-mid", "q-one", "q-two"]
 PROMPTS = ["Paris is the", "The quick brown fox jumps over the lazy", "Rome is the capital of", "Tokyo", ""]
 COMPLETIONS = [" capital of France.", " dog.", " Italy, a country in Europe.", " is the capital of Japan.",

@@ -9,27 +9,15 @@ import textwrap
 import pytest
 import torch
 
-from attribution_helpers import (adafactor, adamw, exact_gradients, make_tokenizer, query_examples, relative_error,
-                                 saved_optimizer_state, tiny_gpt2, tiny_llama, tiny_neox)
+from attribution_helpers import (adafactor, adamw, exact_gradients, make_tokenizer, query_examples,
+                                 reference_second_moment, relative_error, saved_optimizer_state, tiny_gpt2, tiny_llama,
+                                 tiny_neox)
 from trackstar_pipeline.attribution.gradients import (_HookSet, build_plans, collect_gradients, example_losses,
                                                      gradient_dim, hooked_modules, model_pad_id, pad_batch)
 from trackstar_pipeline.attribution.optimizer_state import load_second_moments
 from trackstar_pipeline.settings import AttributionSettings
 
 FAMILIES = {"llama": (tiny_llama, True), "gpt2": (tiny_gpt2, False), "neox": (tiny_neox, False)}
-
-
-def _reference_v(state_dict: dict, model, spec) -> torch.Tensor:
-    """V of a hooked weight straight from the raw optimizer state, in module (out, in) layout."""
-    index = [id(p) for p in model.parameters()].index(id(spec.module.weight))
-    state = state_dict["state"][index]
-    if "exp_avg_sq_row" in state:  # transformers Adafactor: V = row col^T / mean(row)
-        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-        v = row[:, None] * col[None, :] / row.mean()
-    else:  # AdamW with bias correction
-        beta2 = state_dict["param_groups"][0]["betas"][1]
-        v = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
-    return v.T if spec.transposed else v
 
 
 def _projected_reference(model, examples, settings, state_dict=None) -> torch.Tensor:
@@ -40,7 +28,7 @@ def _projected_reference(model, examples, settings, state_dict=None) -> torch.Te
         parts = []
         for plan, spec, grad in zip(plans, specs, grads):
             if state_dict is not None:
-                grad = grad / (_reference_v(state_dict, model, spec) + settings.optimizer_epsilon).sqrt()
+                grad = grad / (reference_second_moment(state_dict, model, spec) + settings.optimizer_epsilon).sqrt()
             parts.append(grad.flatten() if plan.projector is None else plan.projector.project_full(grad[None])[0])
         rows.append(torch.cat(parts))
     return torch.stack(rows)  # (N, d)

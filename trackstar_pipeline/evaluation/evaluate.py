@@ -21,7 +21,9 @@ corpus size: only per-query state survives a shard. The passes, each reading onl
 4. the main pass (stream.py): every built method scores each shard once for all evaluated
    queries, keeping a running top-k and the candidates' scores; a new gradient pass first
    computes its R_train sample's rows (fetched by position) and every query;
-5. texts (and tail-patch examples) only for the ids the report shows or patches.
+5. the fusion's exact re-rank (evaluation.fusion_rerank): the texts of its TrackStar's pooled rows,
+   then their exact gradients (attribution/exact_rerank.py);
+6. texts (and tail-patch examples) only for the ids the report shows or patches.
 Methods not given in `methods` are built here: trackstar and its ablations from the stored raw
 gradients (`ablations.trackstar_methods`; without stored `gradients` a new pass computes them),
 bm25, embed (mean hidden states of settings.evaluation.embed_layer), random, and trackstar+bm25
@@ -48,6 +50,7 @@ from torch import nn
 
 from trackstar_pipeline.attribution.curvature import curvature_train_sample
 from trackstar_pipeline.attribution.examples import TokenizedExample, context_length, encode_corpus, encode_queries
+from trackstar_pipeline.attribution.exact_rerank import Alignments, exact_gradient_bytes, update_alignments
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
 from trackstar_pipeline.attribution.projection import stable_seed
 from trackstar_pipeline.evaluation.ablations import (
@@ -68,6 +71,7 @@ from trackstar_pipeline.evaluation.corpus_shards import (
 )
 from trackstar_pipeline.evaluation.metrics import bucket_of, group_queries, ranking_metrics
 from trackstar_pipeline.evaluation.report import EXPLORER_TOP, write_report
+from trackstar_pipeline.evaluation.reranked import Align, ExactRerankScorer, checked_rerank
 from trackstar_pipeline.evaluation.result import EvaluationResult
 from trackstar_pipeline.evaluation.scorers import (FusionScorer, MethodScorer, Ranking, checked_follow,
                                                   checked_head_pool, checked_near_tie)
@@ -198,6 +202,51 @@ def _model_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, n_corpus: in
     return methods, aliases, lambda_used
 
 
+def _rerank_pool(inputs: EvaluationInputs, progress: Callable[[str], None]) -> int:
+    """evaluation.fusion_rerank, or 0 (saying why) without a model or when its exact gradients pass the budget:
+    a model too large for the re-rank still gets its evaluation, with the projected order."""
+    evaluation = inputs.settings.evaluation
+    if evaluation.fusion_rerank == 0:
+        return 0
+    if inputs.model is None:
+        progress("trackstar+bm25: the exact re-rank (evaluation.fusion_rerank) needs the model; fusing the "
+                 "projected order")
+        return 0
+    row = exact_gradient_bytes(inputs.model, inputs.settings.attribution)
+    if 2 * row > evaluation.rerank_memory_mb * 2**20:
+        progress(f"trackstar+bm25: no exact re-rank; one exact gradient of this model takes {row / 2**20:.0f} MiB and "
+                 f"evaluation.rerank_memory_mb ({evaluation.rerank_memory_mb}) must hold two; fusing the projected order")
+        return 0
+    return evaluation.fusion_rerank
+
+
+def _exact_alignment(inputs: EvaluationInputs, corpus: ShardedCorpus, encoder: _Encoder,
+                     query_examples: Sequence[TokenizedExample], progress: Callable[[str], None]) -> Align:
+    """update_alignments bound to this evaluation: the pooled rows' texts in one corpus pass, then exact gradients."""
+    queries = {example.example_id: example for example in query_examples}
+    evaluation = inputs.settings.evaluation
+
+    def align(pools: Mapping[str, Sequence[str]]) -> Alignments:
+        wanted = {corpus_id for ids in pools.values() for corpus_id in ids}
+        progress(f"exact re-rank: {len(wanted)} distinct rows pooled by {len(pools)} queries")
+        texts = rows_with_ids(corpus, wanted, ["text"], progress)
+
+        def examples(ids: Sequence[str]) -> list[TokenizedExample]:
+            return encoder.corpus(texts.filter(pl.col("id").is_in(pl.Series(list(ids), dtype=pl.String).implode())))
+
+        reported = [0]
+
+        def report(done: int, total: int) -> None:
+            if done == total or done >= reported[0] + total / 10:  # about every tenth
+                reported[0] = done
+                progress(f"exact re-rank: {done}/{total} (query, row) pairs")
+
+        return update_alignments(inputs.model, queries, pools, examples, inputs.settings.attribution,
+                                 inputs.second_moments, evaluation.rerank_memory_mb * 2**20, report)
+
+    return align
+
+
 def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.DataFrame,
                   ground_truth: Mapping[str, Sequence[str]], progress: Callable[[str], None] = print,
                   ) -> tuple[dict[str, MethodScorer], dict[str, list[str]], int, float | None]:
@@ -208,6 +257,8 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
     checked_head_pool(evaluation.fusion_bm25_head, evaluation.fusion_bm25_head_pool, evaluation.fusion_bm25_head_ratio)
     checked_follow(evaluation.fusion_bm25_follow, evaluation.fusion_page_size)
     checked_near_tie(evaluation.fusion_bm25_near_tie)
+    checked_rerank(evaluation.fusion_rerank, evaluation.rerank_memory_mb)
+    rerank = _rerank_pool(inputs, progress)
     fused_trackstar = lambda_method_name(settings.attribution, evaluation.fusion_trackstar_lambda)
     given: dict[str, MethodScorer] = dict(inputs.methods or {})
     query_ids = sample["id"].to_list()
@@ -240,7 +291,11 @@ def build_methods(inputs: EvaluationInputs, corpus: ShardedCorpus, sample: pl.Da
             progress(f"trackstar+bm25 fuses 'trackstar': {fused_trackstar} (evaluation.fusion_trackstar_lambda) "
                      "needs the stored raw gradients or the model, and neither was given")
             fused_trackstar = "trackstar"
-        methods["trackstar+bm25"] = FusionScorer([methods[fused_trackstar], methods["bm25"]], rrf_k=evaluation.rrf_k,
+        fused: MethodScorer = methods[fused_trackstar]
+        if rerank > 0:
+            fused = ExactRerankScorer(fused, rerank, _exact_alignment(inputs, corpus, encoder, query_examples, progress))
+            fused_trackstar = f"{fused_trackstar} (its top {rerank} re-ranked exactly)"
+        methods["trackstar+bm25"] = FusionScorer([fused, methods["bm25"]], rrf_k=evaluation.rrf_k,
                                                  depth=depth, query_ids=query_ids,
                                                  weights=[1.0, evaluation.fusion_bm25_weight], head_method=1,
                                                  head=evaluation.fusion_bm25_head,
