@@ -370,7 +370,8 @@ class EvaluationSettings:
     row (about 5-10 ms each for the benchmarks' 2M-parameter models on this CPU)."""
     rerank_memory_mb: int = 1024
     """Memory for the re-rank's exact gradients (a chunk of queries and one of candidates at once).
-    A model whose single exact gradient does not fit twice stops the evaluation with a message."""
+    A model whose exact gradient does not fit three times (a query's, a candidate's, a backward's) is fused in
+    the projected order, with a message saying so."""
 
     @property
     def fusion_page_size(self) -> int:

@@ -91,22 +91,23 @@ def test_small_budgets_chunk_and_give_the_same_alignments(tmp_path):
     row = exact_gradient_bytes(model, settings)
     calls: list[tuple[int, int]] = []
     wide = update_alignments(model, queries, POOLS, lambda ids: [by_id[i] for i in ids], settings, moments, 64 * MiB)
-    narrow = update_alignments(model, queries, POOLS, lambda ids: [by_id[i] for i in ids], settings, moments, 2 * row,
+    narrow = update_alignments(model, queries, POOLS, lambda ids: [by_id[i] for i in ids], settings, moments, 3 * row,
                                progress=lambda done, total: calls.append((done, total)))
     pairs = sum(len(ids) for ids in POOLS.values())
     assert calls[-1] == (pairs, pairs) and len(calls) == pairs  # one query and one candidate at a time
     for query_id in POOLS:
         assert narrow[query_id] == pytest.approx(wide[query_id], abs=1e-6)
     with pytest.raises(RerankMemoryError, match="rerank_memory_mb"):
-        update_alignments(model, queries, POOLS, lambda ids: [by_id[i] for i in ids], settings, moments, row)
+        update_alignments(model, queries, POOLS, lambda ids: [by_id[i] for i in ids], settings, moments, 2 * row)
 
 
 def test_chunk_sizes_split_the_budget():
-    assert chunk_sizes(100, 100 * 256, 32, 500) == (224, 32)  # candidates a batch, the rest queries
+    assert chunk_sizes(100, 100 * 256, 32, 500) == (192, 32)  # candidates and their backward a batch each
     assert chunk_sizes(100, 100 * 256, 32, 10) == (10, 32)  # never more queries than there are
-    assert chunk_sizes(100, 100 * 8, 32, 500) == (6, 2)  # a quarter to candidates when the budget is small
-    with pytest.raises(RerankMemoryError, match="MiB"):
-        chunk_sizes(100, 150, 32, 5)
+    assert chunk_sizes(100, 100 * 8, 32, 500) == (4, 2)  # a quarter to candidates when the budget is small
+    assert chunk_sizes(100, 300, 32, 5) == (1, 1)
+    with pytest.raises(RerankMemoryError, match="fewer than 3"):
+        chunk_sizes(100, 299, 32, 5)
 
 
 def test_missing_queries_or_rows_are_named(tmp_path):

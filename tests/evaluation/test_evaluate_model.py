@@ -170,9 +170,10 @@ def test_a_model_too_large_for_the_rerank_budget_is_fused_in_projected_order():
     wide = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=512, intermediate_size=1024, num_hidden_layers=1,
                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
     seen: list[str] = []
-    tight = load_settings(overrides={"evaluation.rerank_memory_mb": 16})  # one exact gradient takes 10 MiB
+    tight = load_settings(overrides={"evaluation.rerank_memory_mb": 29})  # one exact gradient takes 10 MiB
     assert _rerank_pool(EvaluationInputs(corpus, queries, truth, tight, model=wide), seen.append) == 0
-    assert "no exact re-rank; one exact gradient of this model takes 10 MiB" in seen[0] and "rerank_memory_mb (16)" in seen[0]
+    assert "no exact re-rank; one exact gradient of this model takes 10 MiB" in seen[0]
+    assert "rerank_memory_mb (29) must hold 3" in seen[0]
     roomy = load_settings(overrides={"evaluation.rerank_memory_mb": 32})
     assert _rerank_pool(EvaluationInputs(corpus, queries, truth, roomy, model=wide), seen.append) == 100
     assert _rerank_pool(EvaluationInputs(corpus, queries, truth, roomy), seen.append) == 0  # no model

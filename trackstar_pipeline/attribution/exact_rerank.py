@@ -43,17 +43,22 @@ def exact_gradient_bytes(model: nn.Module, settings: AttributionSettings) -> int
     return 4 * gradient_dim(model, replace(settings, projection_dim=0))
 
 
+MIN_ROWS = 3
+"""Exact gradients the budget must hold: a query's, a candidate's, and the backward's own batch of one."""
+
+
 def chunk_sizes(row_bytes: int, budget_bytes: int, batch_size: int, n_queries: int) -> tuple[int, int]:
-    """(queries, candidates) held at once within the budget: candidates in batches of batch_size or fewer,
-    the rest to queries, since each query chunk computes its candidates' gradients again."""
+    """(queries, candidates) held at once within the budget. Candidates come in batches of batch_size or
+    fewer, and a backward's batch of that size is held beside them, so they take two shares; the rest go
+    to queries, since each query chunk computes its candidates' gradients again."""
     rows = budget_bytes // max(row_bytes, 1)
-    if rows < 2:
+    if rows < MIN_ROWS:
         raise RerankMemoryError(
             f"exact re-rank: one example's exact gradient takes {row_bytes / 2**20:.0f} MiB and the budget "
-            f"{budget_bytes / 2**20:.0f} MiB holds fewer than two (a query and a candidate); raise "
-            "evaluation.rerank_memory_mb or turn the re-rank off (evaluation.fusion_rerank: 0)")
+            f"{budget_bytes / 2**20:.0f} MiB holds fewer than {MIN_ROWS}; raise evaluation.rerank_memory_mb or turn "
+            "the re-rank off (evaluation.fusion_rerank: 0)")
     candidates = max(1, min(batch_size, rows // 4))
-    return max(1, min(n_queries, rows - candidates)), candidates
+    return max(1, min(n_queries, rows - 2 * candidates)), candidates
 
 
 def update_alignments(
@@ -75,10 +80,10 @@ def update_alignments(
     missing = [query_id for query_id in pools if query_id not in queries]
     if missing:
         raise KeyError(f"exact re-rank: no tokenized query for {missing[:3]} ({len(missing)} in all)")
-    exact = replace(settings, projection_dim=0)
     query_ids = [query_id for query_id, pool in pools.items() if pool]
     per_query, per_candidate = chunk_sizes(exact_gradient_bytes(model, settings), budget_bytes,
                                            settings.batch_size, len(query_ids))
+    exact = replace(settings, projection_dim=0, batch_size=per_candidate)  # a backward holds per_candidate rows
     result: Alignments = {query_id: {} for query_id in pools}
     n_pairs, done = sum(len(set(pools[q])) for q in query_ids), 0
     for start in range(0, len(query_ids), per_query):

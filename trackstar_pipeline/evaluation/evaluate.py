@@ -50,7 +50,7 @@ from torch import nn
 
 from trackstar_pipeline.attribution.curvature import curvature_train_sample
 from trackstar_pipeline.attribution.examples import TokenizedExample, context_length, encode_corpus, encode_queries
-from trackstar_pipeline.attribution.exact_rerank import Alignments, exact_gradient_bytes, update_alignments
+from trackstar_pipeline.attribution.exact_rerank import MIN_ROWS, Alignments, exact_gradient_bytes, update_alignments
 from trackstar_pipeline.attribution.optimizer_state import SecondMoments
 from trackstar_pipeline.attribution.projection import stable_seed
 from trackstar_pipeline.evaluation.ablations import (
@@ -213,9 +213,10 @@ def _rerank_pool(inputs: EvaluationInputs, progress: Callable[[str], None]) -> i
                  "projected order")
         return 0
     row = exact_gradient_bytes(inputs.model, inputs.settings.attribution)
-    if 2 * row > evaluation.rerank_memory_mb * 2**20:
+    if MIN_ROWS * row > evaluation.rerank_memory_mb * 2**20:
         progress(f"trackstar+bm25: no exact re-rank; one exact gradient of this model takes {row / 2**20:.0f} MiB and "
-                 f"evaluation.rerank_memory_mb ({evaluation.rerank_memory_mb}) must hold two; fusing the projected order")
+                 f"evaluation.rerank_memory_mb ({evaluation.rerank_memory_mb}) must hold {MIN_ROWS}; fusing the "
+                 "projected order")
         return 0
     return evaluation.fusion_rerank
 
