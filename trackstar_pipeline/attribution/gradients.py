@@ -141,11 +141,13 @@ class _ModulePlan:
         if not self.exact:
             p_out = self.projector.p_out  # (out, k_out) in the projection dtype
             return self.projector.combine((out_grads.to(p_out.dtype) @ p_out).float(), kept)  # (B, d_m)
-        full = torch.einsum("bto,bti->boi", out_grads.float(), kept)  # (B, out, in)
+        out_grads = out_grads.float()  # (B, T, out)
+        if self.out_scale is not None and self.inverse_sqrt_v is None:
+            # a separable 1/sqrt(V) scales the factors, not the (B, out, in) product: the same G, two fewer full passes
+            out_grads, kept = out_grads * self.out_scale, kept * self.in_scale  # (B, T, out), (B, T, in)
+        full = torch.einsum("bto,bti->boi", out_grads, kept)  # (B, out, in)
         if self.inverse_sqrt_v is not None:
             full = full * self.inverse_sqrt_v  # (B, out, in)
-        elif self.out_scale is not None:
-            full = full * self.out_scale[:, None] * self.in_scale[None, :]  # (B, out, in)
         return full.flatten(1) if self.projector is None else self.projector.project_full(full)
 
 
