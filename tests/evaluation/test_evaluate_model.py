@@ -59,7 +59,7 @@ def test_evaluate_with_a_model_reports_every_method(tmp_path):
     summary = json.loads(result.files["json"].read_text())
     assert set(summary["open_set"]) == METHODS and set(summary["closed_set"]) == METHODS
     assert summary["settings"]["lambda"] == 0.9
-    assert any(line.startswith("exact re-rank: ") and line.endswith("(query, row) pairs") for line in seen)
+    assert any(line.startswith("exact re-rank: ") and "(query, row) pairs, " in line for line in seen)
     assert any(line.startswith("exact re-rank: ") and f"rows pooled by {queries.height} queries" in line
                for line in seen)
     assert summary["model"]["architecture"] == "LlamaForCausalLM"

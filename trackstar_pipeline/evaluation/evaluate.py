@@ -235,12 +235,12 @@ def _exact_alignment(inputs: EvaluationInputs, corpus: ShardedCorpus, encoder: _
         def examples(ids: Sequence[str]) -> list[TokenizedExample]:
             return encoder.corpus(texts.filter(pl.col("id").is_in(pl.Series(list(ids), dtype=pl.String).implode())))
 
-        reported = [0]
+        reported, started = [0], time.perf_counter()
 
         def report(done: int, total: int) -> None:
             if done == total or done >= reported[0] + total / 10:  # about every tenth
                 reported[0] = done
-                progress(f"exact re-rank: {done}/{total} (query, row) pairs")
+                progress(f"exact re-rank: {done}/{total} (query, row) pairs, {time.perf_counter() - started:.0f} s")
 
         return update_alignments(inputs.model, queries, pools, examples, inputs.settings.attribution,
                                  inputs.second_moments, evaluation.rerank_memory_mb * 2**20, report)
