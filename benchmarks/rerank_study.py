@@ -13,7 +13,8 @@ tailpatch_effects) of every row in the fused TrackStar ranking's top --pool, the
 - tail-patch@10 minus TrackStar's (paired, 95% half-width) for the pool re-ranked by each score, and
   for BM25's first row followed by each re-ranked pool (the fusion's page at BM25 weight 0).
 
-Session 19's figures (docs/quality_results.md) come from this script's measurements.
+docs/quality_results.md (session 19) gives its output on a saved run beside the session's first measurement,
+which used TrackStar's λ-auto ranking as the pool (this script takes the fused one, R_train only).
 """
 
 from __future__ import annotations
