@@ -367,7 +367,7 @@ class EvaluationSettings:
     19) the projected cosine ranked those rows by their measured tail-patch effect with Spearman 0.19-0.36,
     the exact alignment with 0.89-0.90, and BM25's first row plus the re-ranked top 9 moved the model more
     than TrackStar's top 10 on all three. Needs the model; costs one exact gradient per distinct pooled
-    row (about 5-10 ms each for the benchmarks' 2M-parameter models on this CPU)."""
+    row (about 13 ms each with the text fetch on this CPU: 122 s of the embedded trackstar run's 666 s)."""
     rerank_memory_mb: int = 1024
     """Memory for the re-rank's exact gradients (a chunk of queries and one of candidates at once).
     A model whose exact gradient does not fit three times (a query's, a candidate's, a backward's) is fused in

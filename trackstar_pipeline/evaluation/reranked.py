@@ -53,27 +53,22 @@ class ExactRerankScorer:
         return {query_id: reranked(tops[query_id], self._known[query_id], self.pool)[:k]
                 for query_id in self.query_ids}
 
-    def _candidate_pools(self, candidates: Mapping[str, Sequence[str]]) -> dict[str, tuple[list[str], np.ndarray]]:
-        """Per query: the base's best `pool` of its candidates (the closed set's re-ranked rows), and all scores."""
-        pools = {}
-        for query_id, ids in candidates.items():
-            scores = np.asarray(self.base.score_candidates(query_id, ids), dtype=np.float64)  # (C,)
-            best = np.argsort(-scores, kind="stable")[:self.pool]
-            pools[query_id] = ([ids[i] for i in best], scores)
-        return pools
+    def _base_ranking(self, query_id: str, candidate_ids: Sequence[str]) -> Ranking:
+        """The base method's scores of a closed set's candidates, best first (ties in candidate order)."""
+        scores = np.asarray(self.base.score_candidates(query_id, candidate_ids), dtype=np.float64)  # (C,)
+        return [(candidate_ids[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
 
     def prefetch_candidates(self, candidates: Mapping[str, Sequence[str]]) -> None:
         prefetch = getattr(self.base, "prefetch_candidates", None)
         if prefetch is not None:
             prefetch(candidates)
-        self._aligned({query_id: pool for query_id, (pool, _) in self._candidate_pools(candidates).items()})
+        self._aligned({query_id: [c for c, _ in self._base_ranking(query_id, ids)[:self.pool]]
+                       for query_id, ids in candidates.items()})
 
     def score_candidates(self, query_id: str, candidate_ids: Sequence[str]) -> np.ndarray:
-        """Closed set: the base's best `pool` candidates by alignment, the others below them in the base's order."""
-        pool, scores = self._candidate_pools({query_id: candidate_ids})[query_id]
-        self._aligned({query_id: pool})
-        known = self._known[query_id]
-        in_pool = set(pool)
-        order = np.argsort(-scores, kind="stable")  # (C,)
-        below = {candidate_ids[i]: -2.0 - rank for rank, i in enumerate(j for j in order if candidate_ids[j] not in in_pool)}
-        return np.array([known[c] if c in in_pool else below[c] for c in candidate_ids], dtype=np.float64)
+        """Closed set: the base's best `pool` candidates by alignment, the others below them in the base's order
+        (reranked, as the open set)."""
+        ranking = self._base_ranking(query_id, candidate_ids)
+        self._aligned({query_id: [c for c, _ in ranking[:self.pool]]})
+        scored = dict(reranked(ranking, self._known[query_id], self.pool))
+        return np.array([scored[c] for c in candidate_ids], dtype=np.float64)
